@@ -106,10 +106,6 @@ def lint(
     report = LintReport()
     files = dictionary_files(paths)
     report.files = files
-    if not any(f.name == EXTENSION_NAME for f in files):
-        ext = dictionary_files(None)[0]
-        if ext.name == EXTENSION_NAME:
-            files = [ext, *files]
     for f in files:
         try:
             read_document(f)
@@ -155,15 +151,15 @@ class _Collector:
         self.messages: list[str] = []
 
     def write(self, msg: str) -> None:
-        for line in str(msg).splitlines():
-            if line.strip():
-                self.messages.append(line.strip())
+        parts = [line.strip() for line in str(msg).splitlines() if line.strip()]
+        if parts:
+            self.messages.append(parts[0] + (" " + ", ".join(parts[1:]) if parts[1:] else ""))
 
     def flush(self) -> None:
         pass
 
 
-_MSG = re.compile(r"^\[([^\]]+)\]\s*(.*)$")
+_MSG = re.compile(r"^(?:(?P<file>.+?):(?P<line>\d+)\s+)?\[(?P<where>[^\]]+)\]\s*(?P<what>.*)$")
 _TAG = re.compile(r"(_[A-Za-z0-9_\[\]%-]+\.[A-Za-z0-9_\[\]%-]+)")
 
 
@@ -186,8 +182,8 @@ def _ddl_conformance(ddl_path: Path, documents: dict[Path, gemmi.cif.Document]) 
             if "has undefined type" in msg:
                 continue  # gemmi forgets types when its regex checks are off; types are checked above
             m = _MSG.match(msg)
-            where, what = (m.group(1), m.group(2)) if m else ("", msg)
-            line = frames.get(where.lower())
+            where, what = (m.group("where"), m.group("what")) if m else ("", msg)
+            line = int(m.group("line")) if m and m.group("line") else frames.get(where.lower())
             tag = _TAG.search(what)
             if tag and where.lower() in frames:
                 line = _tag_line(doc, where, tag.group(1)) or line

@@ -59,6 +59,10 @@ def dictionary_files(paths: Iterable[str | Path] | None = None) -> list[Path]:
             raise OntologyError("no such dictionary file or directory", path=p)
     if not files:
         raise OntologyError("no *.dic files given")
+    if not any(f.name == EXTENSION_NAME for f in files):
+        shipped = default_directory() / EXTENSION_NAME
+        if shipped.is_file():
+            files.append(shipped)
     files.sort(key=lambda f: (f.name != EXTENSION_NAME, f.name))
     return files
 
