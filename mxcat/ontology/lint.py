@@ -170,9 +170,9 @@ def _ddl_conformance(ddl_path: Path, documents: dict[Path, gemmi.cif.Document]) 
     ext = next((d for p, d in documents.items() if p.name == EXTENSION_NAME), None)
     if ext is not None:
         ddl_docs.append(read_document(next(p for p in documents if p.name == EXTENSION_NAME)))
+    problems = _regex_conformance(ddl_docs, documents)  # before read_ddl, which consumes the documents
     for d in ddl_docs:
         validator.read_ddl(d)
-    problems = _regex_conformance(ddl_docs, documents)
     for path, doc in documents.items():
         log = _Collector()
         validator.set_logger(log)
@@ -274,15 +274,16 @@ def _where(documents: dict[Path, gemmi.cif.Document], tag: str) -> str:
 # House rules
 
 
-def _p(item: ItemDef, rule: str, message: str, severity: str = "error") -> Problem:
-    return Problem(item.path or "?", item.line, rule, f"{item.name}: {message}", severity)
+def _p(item: ItemDef, rule: str, message: str, severity: str = "error", *, tag: str | None = None) -> Problem:
+    line = item.line_of(tag) if tag else item.line
+    return Problem(item.path or "?", line, rule, f"{item.name}: {message}", severity)
 
 
 def _house_rules(onto: Ontology) -> list[Problem]:
     out: list[Problem] = []
     raw = onto.raw
-    for name, path, line in raw.duplicates:
-        out.append(Problem(path, line, "duplicate", f"{name} is defined more than once"))
+    for name, path, line, first in raw.duplicates:
+        out.append(Problem(path, line, "duplicate", f"{name} is defined again (first at {first})"))
     for comp in onto.components:
         if not SEMVER.match(comp.version):
             out.append(Problem(str(comp.path), None, "version", f"_dictionary.version {comp.version!r} is not MAJOR.MINOR.PATCH"))
@@ -292,11 +293,12 @@ def _house_rules(onto: Ontology) -> list[Problem]:
         if code not in raw.units:
             out.append(Problem(_where(raw.documents, "_mmcat_unit.code"), None, "unit-crosswalk", f"unit {code!r} has no _mmcat_unit crosswalk row"))
     regexes = {}
-    for code, (_p_, construct) in onto.types.items():
+    for code, (_prim, construct) in onto.types.items():
         try:
             regexes[code] = re.compile(construct, re.DOTALL)
-        except re.error:
-            pass
+        except re.error as err:
+            out.append(Problem(_where(raw.documents, "_item_type_list.construct"), None, "regex",
+                               f"type {code!r}: bad regular expression {construct!r}: {err}"))
 
     for cat in onto.categories.values():
         loc = (cat.path or "?", cat.line)
@@ -326,25 +328,25 @@ def _house_rules(onto: Ontology) -> list[Problem]:
         if not item.description.strip():
             out.append(_p(item, "description", "no description"))
         if item.type_code not in onto.types:
-            out.append(_p(item, "type-unknown", f"type {item.type_code!r} is not in _item_type_list"))
+            out.append(_p(item, "type-unknown", f"type {item.type_code!r} is not in _item_type_list", tag="_item_type.code"))
         if item.is_numeric and not item.units:
             out.append(_p(item, "units-missing", "numeric item without _item_units.code (use 'none' for pure numbers)"))
         if item.units and item.units not in raw.unit_details:
-            out.append(_p(item, "units-unknown", f"unit {item.units!r} is not in _item_units_list"))
+            out.append(_p(item, "units-unknown", f"unit {item.units!r} is not in _item_units_list", tag="_item_units.code"))
         if item.units and not item.is_numeric:
-            out.append(_p(item, "units-on-text", f"a {item.kind} item cannot have units"))
+            out.append(_p(item, "units-on-text", f"a {item.kind} item cannot have units", tag="_item_units.code"))
         if item.entity not in ENTITIES:
             out.append(_p(item, "entity", f"entity {item.entity!r} is not one of {', '.join(ENTITIES)}"))
         if item.status not in ("current", "deprecated"):
             out.append(_p(item, "status", f"status {item.status!r} is not current or deprecated"))
         if item.deprecated and (not item.replaced_by or item.replaced_by not in onto.items):
-            out.append(_p(item, "deprecation", f"deprecated without an existing replaced_by ({item.replaced_by!r})"))
+            out.append(_p(item, "deprecation", f"deprecated without an existing replaced_by ({item.replaced_by!r})", tag="_mmcat_item.status"))
         out.extend(_range_rules(item))
         rx = regexes.get(item.type_code)
         if item.enumeration and item.kind == "string" and rx is not None:
             for v in item.enumeration:
                 if not rx.fullmatch(v):
-                    out.append(_p(item, "enumeration", f"value {v!r} does not fit type {item.type_code!r}"))
+                    out.append(_p(item, "enumeration", f"value {v!r} does not fit type {item.type_code!r}", tag="_item_enumeration.value"))
         out.extend(_mapping_rules(onto, item))
 
     seen: dict[tuple[str, str, str | None], tuple[str, object]] = {}
@@ -371,19 +373,20 @@ def _house_rules(onto: Ontology) -> list[Problem]:
 
 def _range_rules(item: ItemDef) -> list[Problem]:
     out: list[Problem] = []
-    for label, rng in (("hard", item.hard_range), ("advisory", item.advisory_range)):
+    for label, rng, tag in (("hard", item.hard_range, "_item_range.minimum"), ("advisory", item.advisory_range, "_pdbx_item_range.minimum")):
         if rng is None:
             continue
         if not item.is_numeric:
-            out.append(_p(item, "range", f"{label} range on a {item.kind} item"))
+            out.append(_p(item, "range", f"{label} range on a {item.kind} item", tag=tag))
             continue
         for lo, hi in rng.rows:
             if lo is not None and hi is not None and lo > hi:
-                out.append(_p(item, "range", f"{label} range row ({lo}, {hi}) has minimum above maximum"))
+                out.append(_p(item, "range", f"{label} range row ({lo}, {hi}) has minimum above maximum", tag=tag))
         if not rng.intervals:
-            out.append(_p(item, "range", f"{label} range admits no value"))
+            out.append(_p(item, "range", f"{label} range admits no value", tag=tag))
     if item.hard_range and item.advisory_range and not item.hard_range.covers(item.advisory_range):
-        out.append(_p(item, "range", f"advisory range {item.advisory_range} reaches outside the hard range {item.hard_range}"))
+        out.append(_p(item, "range", f"advisory range {item.advisory_range} reaches outside the hard range {item.hard_range}",
+                      tag="_pdbx_item_range.minimum"))
     return out
 
 
@@ -478,15 +481,15 @@ def compare_with_pdbx(item: ItemDef, p: PdbxItem) -> list[Problem]:
     """Differences between an adopted item and its PDBx definition (type, units, hard range)."""
     out = []
     if p.type_code is not None and p.type_code != item.type_code:
-        out.append(_p(item, "pdbx-redefined", f"type {item.type_code!r} differs from PDBx {p.type_code!r}"))
+        out.append(_p(item, "pdbx-redefined", f"type {item.type_code!r} differs from PDBx {p.type_code!r}", tag="_item_type.code"))
     same_units = item.units == p.units or (p.units is None and item.units in DIMENSIONLESS)
     if not same_units:
-        out.append(_p(item, "pdbx-redefined", f"units {item.units!r} differ from PDBx {p.units!r}"))
+        out.append(_p(item, "pdbx-redefined", f"units {item.units!r} differ from PDBx {p.units!r}", tag="_item_units.code"))
     mine = item.hard_range
     if (mine is None) != (p.hard_range is None) or (
         mine is not None and p.hard_range is not None and not (mine.covers(p.hard_range) and p.hard_range.covers(mine))
     ):
-        out.append(_p(item, "pdbx-redefined", f"hard range {mine} differs from PDBx {p.hard_range}"))
+        out.append(_p(item, "pdbx-redefined", f"hard range {mine} differs from PDBx {p.hard_range}", tag="_item_range.minimum"))
     return out
 
 

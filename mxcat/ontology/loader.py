@@ -67,18 +67,14 @@ def dictionary_files(paths: Iterable[str | Path] | None = None) -> list[Path]:
     return files
 
 
-_GEMMI_LINE = re.compile(r":(\d+)")
-
-
 def read_document(path: Path) -> gemmi.cif.Document:
     """Parse one CIF file; syntax errors become :class:`OntologyError` with the line."""
     try:
         return gemmi.cif.read_file(str(path))
     except (RuntimeError, ValueError, OSError) as err:
         msg = str(err)
-        m = _GEMMI_LINE.search(msg.split(str(path))[-1]) if str(path) in msg else _GEMMI_LINE.search(msg)
-        line = int(m.group(1)) if m else None
-        reason = msg.split(f"{path}:{line}:", 1)[-1].strip() if line else msg
+        m = re.match(rf"^{re.escape(str(path))}:(\d+)(?::\d+)?(?:\(\d+\))?:?\s*(?:in data_\S+:\s*)?(.*)$", msg, re.S)
+        line, reason = (int(m.group(1)), m.group(2).strip()) if m else (None, msg)
         raise OntologyError(f"CIF syntax error: {reason}", path=path, line=line) from err
 
 
@@ -112,8 +108,8 @@ class RawSet:
     """type code -> (primitive code, regex construct)"""
     schemes: dict[str, str] = field(default_factory=dict)
     loose_mappings: list[Mapping] = field(default_factory=list)
-    duplicates: list[tuple[str, str, int | None]] = field(default_factory=list)
-    """(name, path, line) of definitions that appeared a second time."""
+    duplicates: list[tuple[str, str, int | None, str]] = field(default_factory=list)
+    """(name, path, line, first location) of definitions that appeared a second time."""
     documents: dict[Path, gemmi.cif.Document] = field(default_factory=dict)
 
 
@@ -220,7 +216,8 @@ def _read_category(raw: RawSet, frame: gemmi.cif.Block, path: Path, line: int, c
         v for v in (text(x) for x in frame.find_values("_mmcat_category_selector.value")) if v
     )
     if cid in raw.categories:
-        raw.duplicates.append((cid, str(path), line))
+        first = raw.categories[cid]
+        raw.duplicates.append((cid, str(path), line, f"{first.path}:{first.line}"))
     raw.categories[cid] = cat
 
 
@@ -263,6 +260,7 @@ def _read_item(raw: RawSet, frame: gemmi.cif.Block, path: Path, line: int, comp:
         component=comp,
         path=str(path),
         line=line,
+        tag_lines=lines,
     )
     for attr in ("entity", "label", "status", "replaced_by"):
         value = text(frame.find_value(f"_mmcat_item.{attr}"))
@@ -270,7 +268,8 @@ def _read_item(raw: RawSet, frame: gemmi.cif.Block, path: Path, line: int, comp:
             setattr(item, attr, value)
     item.mappings.extend(_mappings(frame, path, lines, name))
     if name in raw.items:
-        raw.duplicates.append((name, str(path), line))
+        first = raw.items[name]
+        raw.duplicates.append((name, str(path), line, f"{first.path}:{first.line}"))
     raw.items[name] = item
 
 

@@ -222,6 +222,12 @@ class ItemDef:
     component: str = ""
     path: str | None = None
     line: int | None = None
+    tag_lines: dict[str, int] = field(default_factory=dict, repr=False)
+    """Line of each attribute tag in the definition, for messages that point at one attribute."""
+
+    def line_of(self, tag: str) -> int | None:
+        """Line of an attribute (``_item_units.code``) in the definition, else of the definition."""
+        return self.tag_lines.get(tag.lower(), self.line)
 
     @property
     def item(self) -> str:
