@@ -166,7 +166,8 @@ class Ontology:
         if candidates:
             opts = sorted({m.target_selector or "(none)" for m in candidates})
             raise UnknownKeyError(name, suggestions=opts, reason=f"no mapping with selector {sel!r}")
-        close = difflib.get_close_matches(name.lower(), self._targets_any.keys(), n=3, cutoff=0.8)
+        close = difflib.get_close_matches(name.lstrip("_"), self._keys.keys(), n=3, cutoff=0.8)
+        close += difflib.get_close_matches(name.lower(), self._targets_any.keys(), n=3, cutoff=0.8)
         raise UnknownKeyError(name, suggestions=close, reason="not a known key or mapped name")
 
     def mappings(self, scheme: str | None = None) -> Iterator[Mapping]:
