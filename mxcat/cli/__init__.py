@@ -28,6 +28,7 @@ err_console = Console(stderr=True)
 
 class _State:
     debug = False
+    config: str | None = None
 
 
 state = _State()
@@ -42,17 +43,25 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logging."),
+    config: str = typer.Option(None, "--config", "-c", help="Configuration file (default: $MXCAT_CONFIG or ~/.config/mxcat/config.yaml)."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
     state.debug = debug
+    state.config = config
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
 def _register() -> None:
-    from mxcat.cli import demo, ontology
+    from mxcat.cli import catalogue, demo, ontology
 
     app.add_typer(ontology.app, name="ontology")
+    app.add_typer(catalogue.outbox_app, name="outbox")
+    app.add_typer(catalogue.config_app, name="config")
     app.command("demo")(demo.demo)
+    app.command("push")(catalogue.push)
+    app.command("show")(catalogue.show)
+    app.command("query")(catalogue.query)
+    app.command("deliver")(catalogue.deliver)
 
 
 _register()

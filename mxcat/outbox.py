@@ -1,0 +1,299 @@
+"""The durable outbox: a local SQLite spool between ingest and the catalogue sinks.
+
+Every envelope (record or table) is committed here, in WAL mode with ``synchronous=FULL`` by
+default, before ``ingest`` returns. Each envelope has one delivery row per sink with the state
+machine ``PENDING → SENDING → DONE``, or ``DEAD`` with the sink's reason; transient failures go
+back to ``PENDING`` with a ``next_at`` time (exponential backoff with jitter, computed by the
+deliverer). ``SENDING`` rows carry a lease: a process killed while delivering leaves rows whose
+lease expires, and they become ``PENDING`` again; the sinks' idempotent upserts make the second
+delivery harmless, so every record is delivered exactly once in effect.
+
+Ordering per subject is kept: a batch never contains an envelope of a subject that has an earlier
+envelope still waiting (backing off) or in flight for the same sink.
+
+The same envelope id ingested again with the same content changes nothing; with new content
+(an update of the same record) the payload is replaced and its deliveries start over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mxcat.errors import ConfigError
+from mxcat.records import dumps
+
+PENDING, SENDING, DONE, DEAD = "PENDING", "SENDING", "DONE", "DEAD"
+STATES = (PENDING, SENDING, DONE, DEAD)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    id         TEXT NOT NULL UNIQUE,
+    subject_id TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    digest     TEXT NOT NULL,
+    payload    TEXT NOT NULL,
+    created    REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    sink        TEXT NOT NULL,
+    seq         INTEGER NOT NULL REFERENCES entries(seq) ON DELETE CASCADE,
+    state       TEXT NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    next_at     REAL NOT NULL DEFAULT 0,
+    lease_until REAL NOT NULL DEFAULT 0,
+    error       TEXT,
+    updated     REAL NOT NULL,
+    PRIMARY KEY (sink, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS deliveries_open ON deliveries(sink, state, seq);
+CREATE TABLE IF NOT EXISTS rejections (
+    n       INTEGER PRIMARY KEY AUTOINCREMENT,
+    at      REAL NOT NULL,
+    subject TEXT,
+    key     TEXT NOT NULL,
+    value   TEXT,
+    reason  TEXT NOT NULL,
+    source  TEXT
+);
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+"""
+SCHEMA_VERSION = "1"
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    new: int
+    changed: int
+    unchanged: int
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    seq: int
+    id: str
+    attempts: int
+    envelope: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class StateCount:
+    sink: str
+    state: str
+    count: int
+    oldest: float | None
+    next_at: float | None
+
+
+def _digest(payload: str) -> str:
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+class Outbox:
+    """One connection to the outbox file. Use one instance per thread or process."""
+
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL", busy_timeout: float = 30.0) -> None:
+        self.path = Path(path).expanduser()
+        if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
+            raise ConfigError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}", key="outbox.synchronous")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+        except (OSError, sqlite3.Error) as err:
+            raise ConfigError(f"cannot open the outbox: {err}", key="outbox.path", path=self.path) from err
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(SCHEMA)
+        self.db.execute("INSERT OR IGNORE INTO meta(k, v) VALUES ('schema', ?)", (SCHEMA_VERSION,))
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    def put(self, envelopes: Sequence[Mapping[str, Any]], sinks: Sequence[str]) -> PutResult:
+        """Store envelopes durably and queue them for *sinks*, in one transaction."""
+        now = time.time()
+        rows = []
+        for env in envelopes:
+            payload = dumps(env)
+            rows.append((env["id"], env["subject_id"], env["type"], _digest(payload), payload, now))
+        new = changed = 0
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            existing: dict[str, tuple[int, str]] = {}
+            ids = [r[0] for r in rows]
+            for i in range(0, len(ids), 900):
+                chunk = ids[i:i + 900]
+                q = f"SELECT id, seq, digest FROM entries WHERE id IN ({','.join('?' * len(chunk))})"
+                existing.update({r[0]: (r[1], r[2]) for r in db.execute(q, chunk)})
+            fresh = [r for r in rows if r[0] not in existing]
+            stale = [r for r in rows if r[0] in existing and existing[r[0]][1] != r[3]]
+            if fresh:
+                db.executemany("INSERT OR IGNORE INTO entries(id, subject_id, kind, digest, payload, created) VALUES (?,?,?,?,?,?)", fresh)
+                new = len(fresh)
+            if stale:
+                db.executemany("UPDATE entries SET digest=?, payload=? WHERE id=?", [(r[3], r[4], r[0]) for r in stale])
+                changed = len(stale)
+            touched = [r[0] for r in fresh] + [r[0] for r in stale]
+            for i in range(0, len(touched), 900):
+                chunk = touched[i:i + 900]
+                seqs = [s for (s,) in db.execute(f"SELECT seq FROM entries WHERE id IN ({','.join('?' * len(chunk))})", chunk)]
+                for sink in sinks:
+                    db.executemany(
+                        "INSERT INTO deliveries(sink, seq, state, attempts, next_at, lease_until, error, updated) "
+                        "VALUES (?, ?, 'PENDING', 0, 0, 0, NULL, ?) "
+                        "ON CONFLICT(sink, seq) DO UPDATE SET state='PENDING', attempts=0, next_at=0, lease_until=0, error=NULL, updated=excluded.updated",
+                        [(sink, s, now) for s in seqs],
+                    )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return PutResult(new, changed, len(rows) - new - changed)
+
+    def record_rejections(self, rejections: Iterable[Any]) -> int:
+        rows = [(time.time(), getattr(r, "subject", None), r.key, _short(r.value), r.reason, getattr(r, "source", None)) for r in rejections]
+        if rows:
+            with self.db:
+                self.db.executemany("INSERT INTO rejections(at, subject, key, value, reason, source) VALUES (?,?,?,?,?,?)", rows)
+        return len(rows)
+
+    # -- delivering -------------------------------------------------------------------------------
+
+    def recover(self, sink: str | None = None, now: float | None = None) -> int:
+        """Return SENDING rows whose lease has expired (their process died) to PENDING."""
+        now = time.time() if now is None else now
+        q = "UPDATE deliveries SET state='PENDING', lease_until=0, updated=? WHERE state='SENDING' AND lease_until < ?"
+        args: list[Any] = [now, now]
+        if sink is not None:
+            q += " AND sink=?"
+            args.append(sink)
+        with self.db:
+            return self.db.execute(q, args).rowcount
+
+    def claim(self, sink: str, limit: int, lease: float = 60.0, now: float | None = None) -> list[Claimed]:
+        """Take up to *limit* deliverable envelopes for *sink*, oldest first, keeping subject order."""
+        now = time.time() if now is None else now
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = db.execute(
+                "SELECT d.seq, e.subject_id, d.state, d.next_at, d.lease_until FROM deliveries d JOIN entries e ON e.seq = d.seq "
+                "WHERE d.sink = ? AND d.state IN ('PENDING', 'SENDING') ORDER BY d.seq LIMIT ?",
+                (sink, max(limit * 4, 64)),
+            ).fetchall()
+            blocked: set[str] = set()
+            chosen: list[int] = []
+            for seq, subject, state, next_at, lease_until in rows:
+                if subject in blocked:
+                    continue
+                if (state == SENDING and lease_until >= now) or (state == PENDING and next_at > now):
+                    blocked.add(subject)
+                    continue
+                chosen.append(seq)
+                if len(chosen) >= limit:
+                    break
+            if chosen:
+                db.executemany(
+                    "UPDATE deliveries SET state='SENDING', attempts=attempts+1, lease_until=?, updated=? WHERE sink=? AND seq=?",
+                    [(now + lease, now, sink, s) for s in chosen],
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        if not chosen:
+            return []
+        out = []
+        for i in range(0, len(chosen), 900):
+            chunk = chosen[i:i + 900]
+            q = (f"SELECT e.seq, e.id, d.attempts, e.payload FROM entries e JOIN deliveries d ON d.seq = e.seq AND d.sink = ? "
+                 f"WHERE e.seq IN ({','.join('?' * len(chunk))}) ORDER BY e.seq")
+            out.extend(Claimed(s, i_, a, json.loads(p)) for s, i_, a, p in db.execute(q, [sink, *chunk]))
+        return out
+
+    def done(self, sink: str, seqs: Iterable[int]) -> None:
+        now = time.time()
+        with self.db:
+            self.db.executemany("UPDATE deliveries SET state='DONE', lease_until=0, error=NULL, updated=? WHERE sink=? AND seq=?",
+                                [(now, sink, s) for s in seqs])
+
+    def dead(self, sink: str, reasons: Mapping[int, str]) -> None:
+        now = time.time()
+        with self.db:
+            self.db.executemany("UPDATE deliveries SET state='DEAD', lease_until=0, error=?, updated=? WHERE sink=? AND seq=?",
+                                [(reason[:2000], now, sink, s) for s, reason in reasons.items()])
+
+    def retry_later(self, sink: str, seqs: Iterable[int], next_at: float, error: str) -> None:
+        now = time.time()
+        with self.db:
+            self.db.executemany(
+                "UPDATE deliveries SET state='PENDING', next_at=?, lease_until=0, error=?, updated=? WHERE sink=? AND seq=?",
+                [(next_at, error[:2000], now, sink, s) for s in seqs],
+            )
+
+    # -- administration ---------------------------------------------------------------------------
+
+    def status(self) -> list[StateCount]:
+        q = ("SELECT d.sink, d.state, COUNT(*), MIN(e.created), MIN(d.next_at) FROM deliveries d JOIN entries e ON e.seq = d.seq "
+             "GROUP BY d.sink, d.state ORDER BY d.sink, d.state")
+        return [StateCount(*r) for r in self.db.execute(q)]
+
+    def pending(self, sink: str) -> int:
+        (n,) = self.db.execute("SELECT COUNT(*) FROM deliveries WHERE sink=? AND state IN ('PENDING','SENDING')", (sink,)).fetchone()
+        return int(n)
+
+    def dead_letters(self, sink: str | None = None, limit: int = 50) -> list[tuple[str, str, str, str]]:
+        q = ("SELECT d.sink, e.id, e.payload, d.error FROM deliveries d JOIN entries e ON e.seq = d.seq WHERE d.state='DEAD'"
+             + (" AND d.sink=?" if sink else "") + " ORDER BY d.seq LIMIT ?")
+        return list(self.db.execute(q, ([sink] if sink else []) + [limit]))
+
+    def rejections(self, limit: int = 50) -> list[tuple[float, str, str, str, str, str]]:
+        return list(self.db.execute("SELECT at, subject, key, value, reason, source FROM rejections ORDER BY n DESC LIMIT ?", (limit,)))
+
+    def retry(self, sink: str | None = None, *, dead: bool = False) -> int:
+        """Make waiting envelopes deliverable now; with ``dead``, also bring DEAD ones back."""
+        states = ("PENDING", "DEAD") if dead else ("PENDING",)
+        q = f"UPDATE deliveries SET state='PENDING', next_at=0, updated=? WHERE state IN ({','.join('?' * len(states))})"
+        args: list[Any] = [time.time(), *states]
+        if sink:
+            q += " AND sink=?"
+            args.append(sink)
+        with self.db:
+            return self.db.execute(q, args).rowcount
+
+    def purge(self, done_older_than: float) -> int:
+        """Delete envelopes delivered (DONE) to every sink more than *done_older_than* seconds ago."""
+        cutoff = time.time() - done_older_than
+        with self.db:
+            n = self.db.execute(
+                "DELETE FROM entries WHERE created < ? AND seq NOT IN (SELECT seq FROM deliveries WHERE state != 'DONE' OR updated >= ?)",
+                (cutoff, cutoff),
+            ).rowcount
+        return n
+
+    def counts(self) -> dict[str, int]:
+        (entries,) = self.db.execute("SELECT COUNT(*) FROM entries").fetchone()
+        (rej,) = self.db.execute("SELECT COUNT(*) FROM rejections").fetchone()
+        return {"entries": int(entries), "rejections": int(rej)}
+
+
+def _short(value: Any, limit: int = 500) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"

@@ -1,0 +1,215 @@
+"""``embedded``: the default catalogue, one SQLite file of subjects, records, tables and provenance.
+
+Upserts are keyed by envelope id, so a batch stored twice is stored once. Records keep their
+value in ``value_num`` (numbers) or ``value_text`` (text, dates), indexed with the key for the
+filter language of :mod:`mxcat.query`; subjects are indexed by their hierarchy fields.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from mxcat.errors import ConfigError, SinkRejected, SinkUnavailable
+from mxcat.records import LEVELS, Subject
+from mxcat.sinks import Envelope, Health, Receipt
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS subjects (
+    subject_id TEXT PRIMARY KEY,
+    kind       TEXT NOT NULL,
+    path       TEXT NOT NULL,
+    parent_id  TEXT,
+    {", ".join(f'"{lv}" TEXT' for lv in LEVELS)},
+    inputs     TEXT
+);
+CREATE INDEX IF NOT EXISTS subjects_beamline ON subjects(beamline, kind);
+CREATE INDEX IF NOT EXISTS subjects_proposal ON subjects(proposal, session);
+CREATE INDEX IF NOT EXISTS subjects_parent ON subjects(parent_id);
+CREATE TABLE IF NOT EXISTS provenance (
+    provenance_id TEXT PRIMARY KEY,
+    run TEXT NOT NULL, program TEXT, version TEXT, adapter TEXT, source TEXT, sha256 TEXT, created TEXT
+);
+CREATE TABLE IF NOT EXISTS records (
+    record_id     TEXT PRIMARY KEY,
+    subject_id    TEXT NOT NULL,
+    key           TEXT NOT NULL,
+    category      TEXT NOT NULL,
+    value_num     REAL,
+    value_text    TEXT,
+    vtype         TEXT NOT NULL,
+    unit          TEXT,
+    provenance_id TEXT NOT NULL,
+    stored        REAL NOT NULL DEFAULT (((julianday('now') - 2440587.5) * 86400.0))
+);
+CREATE INDEX IF NOT EXISTS records_key_num ON records(key, value_num);
+CREATE INDEX IF NOT EXISTS records_key_text ON records(key, value_text);
+CREATE INDEX IF NOT EXISTS records_subject ON records(subject_id, key);
+CREATE TABLE IF NOT EXISTS tables (
+    table_id      TEXT PRIMARY KEY,
+    subject_id    TEXT NOT NULL,
+    category      TEXT NOT NULL,
+    columns       TEXT NOT NULL,
+    rows          TEXT NOT NULL,
+    n_rows        INTEGER NOT NULL,
+    provenance_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tables_subject ON tables(subject_id, category);
+"""
+
+
+def subject_rows(d: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """Rows for a subject and all its ancestors, so the hierarchy can be browsed from the top."""
+    rows = []
+    s: Subject | None = Subject.from_dict(d)
+    while s is not None:
+        parent = s.parent
+        rows.append((s.id, s.kind, s.path, parent.id if parent else None, *[getattr(s, lv) for lv in LEVELS],
+                     json.dumps(list(s.inputs)) if s.inputs else None))
+        s = parent
+    return rows
+
+
+class EmbeddedOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str
+    synchronous: Literal["FULL", "NORMAL", "EXTRA"] = "NORMAL"
+
+
+class EmbeddedSink:
+    """The embedded SQLite catalogue."""
+
+    Options = EmbeddedOptions
+
+    def __init__(self, name: str = "embedded", path: str | Path = "catalogue.sqlite", synchronous: str = "NORMAL") -> None:
+        self.name = name
+        self.path = Path(path).expanduser()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute(f"PRAGMA synchronous={synchronous}")
+            self.db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as err:
+            raise ConfigError(f"cannot open the embedded catalogue: {err}", key=f"sinks.{name}.path", path=self.path) from err
+
+    def put(self, envelopes: Sequence[Envelope]) -> Receipt:
+        subjects: dict[str, tuple[Any, ...]] = {}
+        prov: dict[str, tuple[Any, ...]] = {}
+        recs: list[tuple[Any, ...]] = []
+        tabs: list[tuple[Any, ...]] = []
+        receipt = Receipt()
+        for env in envelopes:
+            try:
+                sid = env["subject_id"]
+                if sid not in subjects:
+                    for row in subject_rows(env["subject"]):
+                        subjects.setdefault(row[0], row)
+                pid = env["provenance_id"]
+                if pid not in prov:
+                    p = env["provenance"]
+                    prov[pid] = (pid, p.get("run"), p.get("program"), p.get("version"), p.get("adapter"), p.get("source"),
+                                 p.get("sha256"), p.get("created"))
+                if env["type"] == "record":
+                    v = env["value"]
+                    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+                        raise TypeError(f"value of type {type(v).__name__}")
+                    vtype = "i" if isinstance(v, int) else "f" if isinstance(v, float) else "s"
+                    num = None if vtype == "s" else float(v)
+                    text = str(v) if vtype == "s" else None
+                    recs.append((env["id"], sid, env["key"], env["key"].split(".", 1)[0], num, text, vtype, env.get("unit"), pid))
+                elif env["type"] == "table":
+                    tabs.append((env["id"], sid, env["category"], json.dumps(env["columns"]), json.dumps(env["rows"]),
+                                 len(env["rows"]), pid))
+                else:
+                    receipt.rejected[env["id"]] = f"unknown envelope type {env['type']!r}"
+                    continue
+                receipt.stored.append(env["id"])
+            except (KeyError, TypeError, ValueError) as err:
+                receipt.rejected[env.get("id", "?")] = f"malformed envelope: {err}"
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.executemany(f"INSERT OR IGNORE INTO subjects VALUES ({','.join('?' * (5 + len(LEVELS)))})", subjects.values())
+            self.db.executemany("INSERT OR IGNORE INTO provenance VALUES (?,?,?,?,?,?,?,?)", prov.values())
+            self.db.executemany(
+                "INSERT INTO records(record_id, subject_id, key, category, value_num, value_text, vtype, unit, provenance_id) "
+                "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(record_id) DO UPDATE SET value_num=excluded.value_num, "
+                "value_text=excluded.value_text, vtype=excluded.vtype, unit=excluded.unit, "
+                "provenance_id=excluded.provenance_id, stored=((julianday('now') - 2440587.5) * 86400.0)",
+                recs,
+            )
+            self.db.executemany(
+                "INSERT INTO tables VALUES (?,?,?,?,?,?,?) ON CONFLICT(table_id) DO UPDATE SET columns=excluded.columns, "
+                "rows=excluded.rows, n_rows=excluded.n_rows, provenance_id=excluded.provenance_id",
+                tabs,
+            )
+            self.db.execute("COMMIT")
+        except sqlite3.OperationalError as err:
+            self._rollback()
+            raise SinkUnavailable(f"embedded catalogue busy or unwritable: {err}", sink=self.name) from err
+        except sqlite3.DatabaseError as err:
+            self._rollback()
+            raise SinkRejected(f"embedded catalogue refused the batch: {err}", sink=self.name) from err
+        return receipt
+
+    def _rollback(self) -> None:
+        try:
+            self.db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+
+    def health(self) -> Health:
+        try:
+            (n,) = self.db.execute("SELECT COUNT(*) FROM records").fetchone()
+        except sqlite3.Error as err:
+            return Health(False, str(err))
+        return Health(True, f"{n} records in {self.path}")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- reading (used by mxcat.client) -----------------------------------------------------------
+
+    def query(self, node: Any, filters: dict[str, str] | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        from mxcat.query import to_sql
+
+        where, args = to_sql(node) if node is not None else ("1", [])
+        for lv, value in (filters or {}).items():
+            if lv not in (*LEVELS, "kind"):
+                raise ValueError(f"unknown subject level {lv!r}")
+            where += f' AND s."{lv}" = ?'
+            args.append(value)
+        rows = self.db.execute(f"SELECT subject_id, kind, path FROM subjects s WHERE {where} ORDER BY path LIMIT ?", [*args, limit])
+        return [{"subject_id": r[0], "kind": r[1], "path": r[2]} for r in rows]
+
+    def find_subjects(self, ref: str) -> list[tuple[str, str, str]]:
+        """Subjects whose id starts with *ref* or whose path equals *ref*."""
+        return list(self.db.execute("SELECT subject_id, kind, path FROM subjects WHERE subject_id LIKE ? OR path = ? LIMIT 20",
+                                    (ref.replace("%", "") + "%", ref)))
+
+    def subject_records(self, subject_id: str) -> list[dict[str, Any]]:
+        q = ("SELECT r.key, r.value_num, r.value_text, r.vtype, r.unit, p.run, p.program, p.version, p.adapter, p.source, "
+             "p.created FROM records r JOIN provenance p ON p.provenance_id = r.provenance_id WHERE r.subject_id = ? "
+             "ORDER BY r.key, r.stored")
+        out = []
+        for key, num, text, vtype, unit, run, program, version, adapter, source, created in self.db.execute(q, (subject_id,)):
+            value: Any = text if vtype == "s" else int(num) if vtype == "i" else num
+            out.append({"key": key, "value": value, "unit": unit, "run": run, "program": program, "version": version,
+                        "adapter": adapter, "source": source, "created": created})
+        return out
+
+    def subject_tables(self, subject_id: str) -> list[dict[str, Any]]:
+        q = "SELECT category, columns, n_rows, rows FROM tables WHERE subject_id = ? ORDER BY category"
+        return [{"category": c, "columns": json.loads(cols), "n_rows": n, "rows": json.loads(rows)}
+                for c, cols, n, rows in self.db.execute(q, (subject_id,))]
+
+    def children(self, subject_id: str) -> list[tuple[str, str, str]]:
+        return list(self.db.execute("SELECT subject_id, kind, path FROM subjects WHERE parent_id = ? ORDER BY path", (subject_id,)))
+
+    def count(self) -> dict[str, int]:
+        return {t: int(self.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]) for t in ("subjects", "records", "tables")}
