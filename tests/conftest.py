@@ -74,3 +74,20 @@ def dict_copy(tmp_path: Path) -> Path:
     dst = tmp_path / "ontology"
     shutil.copytree(default_directory(), dst)
     return dst
+
+
+@pytest.fixture()
+def data_dir(tmp_path, monkeypatch) -> Path:
+    """An empty data directory used for the default outbox and embedded catalogue."""
+    d = tmp_path / "data"
+    monkeypatch.setenv("MXCAT_DATA_DIR", str(d))
+    monkeypatch.delenv("MXCAT_CONFIG", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+    return d
+
+
+@pytest.fixture()
+def dataset():
+    from mxcat.records import Subject
+
+    return Subject(facility="ESRF", beamline="ID30A-1", proposal="mx2532", session="20261121", sample="lyso1", dataset="lyso1_1_1")
