@@ -68,7 +68,8 @@ def prepare(batch: Batch, onto: Ontology) -> Prepared:
         subject = obs.subject or batch.subject
         try:
             key = onto.resolve(obs.key)
-            item = onto.item(key)
+            item, selector = onto.lookup(key)
+            _scalar_storage(onto, item, selector)
             n = validator.validate(key, obs.value, obs.unit)
             target = route(subject, item.entity)
         except ValidationError as err:
@@ -84,6 +85,17 @@ def prepare(batch: Batch, onto: Ontology) -> Prepared:
         if table is not None:
             out.tables.append(table)
     return out
+
+
+def _scalar_storage(onto: Ontology, item: Any, selector: str | None) -> None:
+    """Refuse scalar values of keys that only travel in tables or need a row selector."""
+    cat = onto.categories.get(item.category)
+    if cat is None:
+        return
+    if cat.storage == "table":
+        raise ValidationError(item.name, None, f"{cat.id} travels as a table: send rows with add_table, not single values")
+    if cat.storage == "flattened" and selector is None:
+        raise ValidationError(item.name, None, f"{cat.id} needs a row selector: {', '.join(f'{cat.id}.{v}.{item.item}' for v in cat.selector_values)}")
 
 
 def _table(onto: Ontology, subject: Subject, category: str, rows: list[Any], batch: Batch, out: Prepared) -> Table | None:

@@ -45,6 +45,12 @@ def test_resolve_and_validate(capsys):
     assert code == 0 and out.strip() == "reflns_shell.inner.pdbx_CC_half"
     code, out, _ = run(["ontology", "validate", "reflns.d_resolution_high", "0.18", "--unit", "nm"], capsys)
     assert code == 0 and out.strip() == "reflns.d_resolution_high = 1.8 angstroms"
+    # a mapped name brings the unit its vocabulary uses
+    code, out, _ = run(["ontology", "validate", "DataCollection.beamSizeAtSampleX", "0.05", "--scheme", "ispyb"], capsys)
+    assert code == 0 and out.strip() == "mmcat_collection.beam_size_x = 50.0 micrometres"
+    code, out, _ = run(["ontology", "validate", "AutoProcScalingStatistics.rMerge", "0.062", "--scheme", "ispyb_dls",
+                        "--selector", "scalingStatisticsType=outerShell"], capsys)
+    assert code == 0 and out.strip() == "reflns_shell.outer.Rmerge_I_obs = 0.062"
 
 
 @pytest.mark.parametrize(

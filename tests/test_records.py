@@ -84,3 +84,13 @@ def test_push_format(dataset):
         batch_from_json({**doc, "extra": 1})
     with pytest.raises(ValidationError, match="run"):
         batch_from_json({**doc, "provenance": {"program": "x"}})
+
+
+def test_flattened_and_table_items_need_their_proper_form(onto, dataset):
+    proc = dataset.child(processing="p1")
+    b = Batch(proc, Provenance(run="r1")).add("reflns_shell.pdbx_CC_half", 0.5).add("mmcat_live_image.n_spots_total", 3)
+    b.add("reflns_shell.outer.pdbx_CC_half", 0.5)
+    out = prepare(b, onto)
+    assert [r.key for r in out.records] == ["reflns_shell.outer.pdbx_CC_half"]
+    reasons = " ".join(r.reason for r in out.rejected)
+    assert "needs a row selector" in reasons and "travels as a table" in reasons

@@ -143,12 +143,19 @@ def resolve(
 @app.command("validate")
 def validate_cmd(
     key: str = typer.Argument(..., help="A key or mapped name."),
-    value: str = typer.Argument(..., help="The value."),
-    unit: str = typer.Option(None, help="Unit of the value, if not the canonical one."),
+    value: str = typer.Argument(..., help="The value (put -- before negative numbers)."),
+    unit: str = typer.Option(None, help="Unit of the value (default: the unit the name's vocabulary uses)."),
+    scheme: str = typer.Option(None, help="Vocabulary of a mapped name."),
+    selector: str = typer.Option(None, help="Row condition of a mapped name, e.g. scalingStatisticsType=outerShell."),
 ) -> None:
     """Validate one value and print it normalised to the canonical unit."""
     onto = load()
-    n = onto.validate(onto.resolve(key), value, unit)
+    if scheme is None and selector is None and key.lstrip("_") in onto:
+        flat, mapping_units = onto.canonical_key(key), None
+    else:
+        m = onto.resolve_mapping(key, scheme=scheme, selector=selector)
+        flat, mapping_units = m.key, m.units
+    n = onto.validate(flat, value, unit if unit is not None else mapping_units)
     typer.echo(f"{n.key} = {n.value}{' ' + n.unit if n.unit and n.unit != 'none' else ''}")
     for w in n.warnings:
         console.print(f"[yellow]warning:[/] {w}", highlight=False)

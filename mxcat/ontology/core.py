@@ -55,12 +55,16 @@ class Ontology:
         for item in self.items.values():
             item.kind = kind_of(item.type_code, self.types)
             cat = self.categories.get(item.category)
-            if cat is not None and item.entity == "dataset" and cat.entity != "dataset":
+            if cat is not None and not item.entity_explicit:
                 item.entity = cat.entity
+        self.orphan_mappings: list[Mapping] = []
+        """Mappings outside save frames that name no known item (lint reports them)."""
         for m in raw.loose_mappings:
             target = self.items.get(m.item)
             if target is not None:
                 target.mappings.append(m)
+            else:
+                self.orphan_mappings.append(m)
         self._keys: dict[str, tuple[ItemDef, str | None]] = {}
         self._keys_ci: dict[str, str] = {}
         self._build_keys()
@@ -159,6 +163,10 @@ class Ontology:
             matching = candidates
         keys = sorted({m.key for m in matching})
         if len(keys) == 1:
+            units = {m.units for m in matching}
+            if len(units) > 1:
+                opts = sorted(f"{m.scheme}: {m.units or 'canonical unit'}" for m in matching)
+                raise UnknownKeyError(name, suggestions=opts, reason="its vocabularies store it in different units; give the scheme")
             return matching[0]
         if keys:
             opts = sorted({f"{m.target_selector} -> {m.key}" for m in matching})

@@ -13,6 +13,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mxcat.ontology.core import Ontology, normalise_selector
+from mxcat.ontology.model import Mapping
+
+WIDER_TEXT = {
+    "code": {"line", "text", "any", "ucode", "uline"},
+    "ucode": {"uline", "text", "any"},
+    "line": {"text", "any"},
+    "uline": {"text", "any"},
+    "text": {"any"},
+    "name": {"line", "text", "any"},
+    "yyyy-mm-dd": {"yyyy-mm-dd:hh:mm-flex", "iso8601"},
+    "positive_int": {"int"},
+}
+"""Type changes that admit every value the old type admitted (compatible)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +34,8 @@ class Change:
     name: str
     detail: str
     breaking: bool
+    item: str | None = None
+    """For mapping changes: the item whose definition holds the mapping."""
 
     def __str__(self) -> str:
         flag = "BREAKING" if self.breaking else "compatible"
@@ -67,7 +82,8 @@ def diff(old: Ontology, new: Ontology) -> DiffReport:
         if a.kind != b.kind:
             add(Change("type-changed", name, f"{a.type_code} ({a.kind}) -> {b.type_code} ({b.kind})", True))
         elif a.type_code != b.type_code:
-            add(Change("type-changed", name, f"{a.type_code} -> {b.type_code} (same kind)", False))
+            wider = WIDER_TEXT.get(a.type_code, set())
+            add(Change("type-changed", name, f"{a.type_code} -> {b.type_code} (same kind)", b.type_code not in wider))
         if (a.units or "none") != (b.units or "none"):
             add(Change("units-changed", name, f"{a.units} -> {b.units}", True))
         ra, rb = a.hard_range, b.hard_range
@@ -76,8 +92,12 @@ def diff(old: Ontology, new: Ontology) -> DiffReport:
             wider = rb is None or (ra is not None and rb.covers(ra))
             add(Change("range-widened" if wider else "range-narrowed", name, f"{ra or 'any'} -> {rb or 'any'}", not wider))
         lost = sorted(set(a.enumeration) - set(b.enumeration))
-        if lost and a.enumeration:
+        if lost and a.enumeration and b.enumeration:
             add(Change("enum-removed", name, f"values removed: {', '.join(lost)}", True))
+        if b.enumeration and not a.enumeration:
+            add(Change("enum-introduced", name, f"values now restricted to {', '.join(b.enumeration)}", True))
+        if a.enumeration and not b.enumeration:
+            add(Change("enum-dropped", name, "values no longer restricted", False))
         gained = sorted(set(b.enumeration) - set(a.enumeration))
         if gained and a.enumeration:
             add(Change("enum-added", name, f"values added: {', '.join(gained)}", False))
@@ -86,17 +106,22 @@ def diff(old: Ontology, new: Ontology) -> DiffReport:
         if " ".join(a.description.split()) != " ".join(b.description.split()):
             add(Change("description", name, "description edited", False))
 
-    def targets(o: Ontology) -> dict[tuple[str, str, str | None], str]:
-        return {(m.scheme, m.target.lower(), normalise_selector(m.target_selector)): m.key for m in o.mappings()}
+    def targets(o: Ontology) -> dict[tuple[str, str, str | None], Mapping]:
+        return {(m.scheme, m.target.lower(), normalise_selector(m.target_selector)): m for m in o.mappings()}
 
     ta, tb = targets(old), targets(new)
     for k in sorted(ta.keys() - tb.keys(), key=str):
-        add(Change("mapping-removed", f"{k[0]}:{k[1]}", f"no longer maps to {ta[k]}", False))
+        add(Change("mapping-removed", f"{k[0]}:{k[1]}", f"no longer maps to {ta[k].key} (resolving it now fails)", True, ta[k].item))
     for k in sorted(tb.keys() - ta.keys(), key=str):
-        add(Change("mapping-added", f"{k[0]}:{k[1]}", f"maps to {tb[k]}", False))
+        add(Change("mapping-added", f"{k[0]}:{k[1]}", f"maps to {tb[k].key}", False, tb[k].item))
     for k in sorted(ta.keys() & tb.keys(), key=str):
-        if ta[k] != tb[k]:
-            add(Change("mapping-retargeted", f"{k[0]}:{k[1]}", f"{ta[k]} -> {tb[k]}", True))
+        ma, mb = ta[k], tb[k]
+        if ma.key != mb.key:
+            add(Change("mapping-retargeted", f"{k[0]}:{k[1]}", f"{ma.key} -> {mb.key}", True, mb.item))
+        if (ma.units or "") != (mb.units or ""):
+            add(Change("mapping-units", f"{k[0]}:{k[1]}", f"stored in {ma.units or 'the canonical unit'} -> {mb.units or 'the canonical unit'}", True, mb.item))
+        if ma.relation != mb.relation:
+            add(Change("mapping-relation", f"{k[0]}:{k[1]}", f"{ma.relation} -> {mb.relation}", False, mb.item))
 
     if any(c.breaking for c in out):
         old_versions = {c.name: c.version for c in old.components}
@@ -114,7 +139,7 @@ def _touches(component: str, changes: list[Change], new: Ontology, old: Ontology
         if not c.breaking:
             continue
         for o in (new, old):
-            item = o.items.get(c.name)
+            item = o.items.get(c.item or c.name)
             cat = o.categories.get(c.name)
             if (item is not None and item.component == component) or (cat is not None and cat.component == component):
                 return True

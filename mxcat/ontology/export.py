@@ -53,10 +53,10 @@ def exported_keys(onto: Ontology) -> list[tuple[str, ItemDef, str | None]]:
     return out
 
 
-def _esrf_name(item: ItemDef, selector: str | None) -> str | None:
+def _esrf_mapping(item: ItemDef, selector: str | None) -> Any:
     for m in item.mappings:
         if m.scheme == "esrf_icat" and m.selector == selector and m.relation in ("exact", "close"):
-            return m.target
+            return m
     return None
 
 
@@ -66,9 +66,11 @@ def icat_parameter_types(onto: Ontology, *, names: str = "mmcat", facility: str 
         raise ValueError(f"names must be 'mmcat' or 'esrf', not {names!r}")
     out = []
     for key, item, selector in exported_keys(onto):
-        name = (_esrf_name(item, selector) if names == "esrf" else None) or key
-        units = onto.units.spelling(item.units or "none", "icat") if item.is_numeric else "N/A"
-        full = onto.units.spelling(item.units or "none", "icat_full_name") if item.is_numeric else "not applicable"
+        esrf = _esrf_mapping(item, selector) if names == "esrf" else None
+        name = esrf.target if esrf is not None else key
+        unit_code = (esrf.units if esrf is not None and esrf.units else None) or item.units or "none"
+        units = onto.units.spelling(unit_code, "icat") if item.is_numeric else "N/A"
+        full = onto.units.spelling(unit_code, "icat_full_name") if item.is_numeric else "not applicable"
         pt: dict[str, Any] = {
             "key": key,
             "name": name,
@@ -82,10 +84,11 @@ def icat_parameter_types(onto: Ontology, *, names: str = "mmcat", facility: str 
         for flag in ALL_APPLICABLE:
             pt[flag] = flag in APPLICABLE.get(item.entity, ())
         if item.hard_range is not None and item.is_numeric:
+            scale, offset = (1.0, 0.0) if unit_code == (item.units or "none") else onto.units.factor(item.units or "none", unit_code)
             if item.hard_range.minimum is not None:
-                pt["minimumNumericValue"] = item.hard_range.minimum
+                pt["minimumNumericValue"] = item.hard_range.minimum * scale + offset
             if item.hard_range.maximum is not None:
-                pt["maximumNumericValue"] = item.hard_range.maximum
+                pt["maximumNumericValue"] = item.hard_range.maximum * scale + offset
         if item.enumeration:
             pt["permissibleStringValues"] = [{"value": v} for v in item.enumeration]
         if facility:
@@ -111,7 +114,7 @@ def scicat_schema(onto: Ontology) -> dict[str, Any]:
         elif item.kind == "int":
             value = {"type": "integer"}
         elif item.kind == "datetime":
-            value = {"type": "string", "format": "date-time"}
+            value = {"type": "string", "format": "date-time" if item.type_code == "iso8601" else "date"}
         else:
             value = {"type": "string"}
             if item.enumeration:

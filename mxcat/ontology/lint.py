@@ -42,7 +42,6 @@ PDBX_SEARCH = (
     "/usr/share/libcifpp/mmcif_pdbx.dic.gz",
 )
 SEMVER = re.compile(r"^\d+\.\d+\.\d+$")
-DIMENSIONLESS = frozenset({"none", "percent"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,6 +348,8 @@ def _house_rules(onto: Ontology) -> list[Problem]:
                     out.append(_p(item, "enumeration", f"value {v!r} does not fit type {item.type_code!r}", tag="_item_enumeration.value"))
         out.extend(_mapping_rules(onto, item))
 
+    for m in onto.orphan_mappings:
+        out.append(Problem(m.path or "?", m.line, "mapping-item", f"mapping of unknown item {m.item}"))
     seen: dict[tuple[str, str, str | None], tuple[str, object]] = {}
     for m in onto.mappings():
         k = (m.scheme, m.target.lower(), normalise_selector(m.target_selector))
@@ -382,8 +383,6 @@ def _range_rules(item: ItemDef) -> list[Problem]:
         for lo, hi in rng.rows:
             if lo is not None and hi is not None and lo > hi:
                 out.append(_p(item, "range", f"{label} range row ({lo}, {hi}) has minimum above maximum", tag=tag))
-        if not rng.intervals:
-            out.append(_p(item, "range", f"{label} range admits no value", tag=tag))
     if item.hard_range and item.advisory_range and not item.hard_range.covers(item.advisory_range):
         out.append(_p(item, "range", f"advisory range {item.advisory_range} reaches outside the hard range {item.hard_range}",
                       tag="_pdbx_item_range.minimum"))
@@ -395,8 +394,6 @@ def _mapping_rules(onto: Ontology, item: ItemDef) -> list[Problem]:
     cat = onto.categories.get(item.category)
     for m in item.mappings:
         loc = (m.path or item.path or "?", m.line or item.line)
-        if m.item not in onto.items:
-            out.append(Problem(*loc, "mapping-item", f"mapping of unknown item {m.item}"))
         if m.scheme not in onto.schemes:
             out.append(Problem(*loc, "mapping-scheme", f"{m.item}: scheme {m.scheme!r} is not declared in _mmcat_mapping_scheme"))
         if m.relation not in RELATIONS:
@@ -405,6 +402,9 @@ def _mapping_rules(onto: Ontology, item: ItemDef) -> list[Problem]:
             out.append(Problem(*loc, "mapping-note", f"{m.item} -> {m.scheme}:{m.target}: a {m.relation} mapping must say why in a note"))
         if m.units is not None and m.units not in onto.raw.unit_details:
             out.append(Problem(*loc, "mapping-units", f"{m.item}: unit {m.units!r} is not in _item_units_list"))
+        if m.selector is None and cat is not None and cat.storage == "flattened" and item.name != cat.selector_item:
+            out.append(Problem(*loc, "mapping-selector", f"{m.item}: a mapping of an item of the flattened category {cat.id} "
+                                                          f"needs a selector ({', '.join(cat.selector_values)})"))
         if m.selector is not None:
             if cat is None or cat.storage != "flattened":
                 out.append(Problem(*loc, "mapping-selector", f"{m.item}: selector {m.selector!r} on an item of a category that is not flattened"))
@@ -482,7 +482,9 @@ def compare_with_pdbx(item: ItemDef, p: PdbxItem) -> list[Problem]:
     out = []
     if p.type_code is not None and p.type_code != item.type_code:
         out.append(_p(item, "pdbx-redefined", f"type {item.type_code!r} differs from PDBx {p.type_code!r}", tag="_item_type.code"))
-    same_units = item.units == p.units or (p.units is None and item.units in DIMENSIONLESS)
+    # PDBx leaves pure numbers without units: mmCAT says 'none', or 'percent' for the PDBx items named percent_*
+    percent_item = "percent" in item.item.lower()
+    same_units = item.units == p.units or (p.units is None and (item.units == "none" or (item.units == "percent" and percent_item)))
     if not same_units:
         out.append(_p(item, "pdbx-redefined", f"units {item.units!r} differ from PDBx {p.units!r}", tag="_item_units.code"))
     mine = item.hard_range

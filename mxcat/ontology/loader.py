@@ -266,6 +266,8 @@ def _read_item(raw: RawSet, frame: gemmi.cif.Block, path: Path, line: int, comp:
         value = text(frame.find_value(f"_mmcat_item.{attr}"))
         if value:
             setattr(item, attr, value)
+            if attr == "entity":
+                item.entity_explicit = True
     item.mappings.extend(_mappings(frame, path, lines, name))
     if name in raw.items:
         first = raw.items[name]
@@ -283,7 +285,7 @@ def _mappings(
     out: list[Mapping] = []
     for i, r in enumerate(rows):
         item = r["name"] or default_item
-        row_line = (first + loop_header + i) if (first and len(rows) > 1) else first
+        row_line = (first + loop_header + 1 + i) if (first and len(rows) > 1) else first
         if item is None:
             raise OntologyError(
                 "_mmcat_item_mapping outside a save frame needs _mmcat_item_mapping.name", path=path, line=row_line

@@ -213,6 +213,8 @@ class ItemDef:
     enumeration_detail: dict[str, str] = field(default_factory=dict)
     regex: str | None = None
     entity: str = "dataset"
+    entity_explicit: bool = False
+    """True when the item states its entity; otherwise it inherits its category's."""
     label: str | None = None
     status: str = "current"
     replaced_by: str | None = None

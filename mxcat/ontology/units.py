@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     import pint
 
 
+NON_CONVERTIBLE = frozenset({"counts", "pixels", "arbitrary"})
+"""Unit codes that only equal themselves: pint would let a count become a percent."""
+
+
 class UnitError(ValueError):
     """A unit is unknown or does not convert to the canonical unit."""
 
@@ -42,7 +46,10 @@ class Units:
             for spelling in (code, u.pint, u.ucum, u.icat, u.scicat):
                 if spelling:
                     self._alias.setdefault(spelling, code)
-                    self._alias_ci.setdefault(spelling.lower(), code)
+            for word in (code, u.icat_full_name):
+                # case does not matter for words (Angstroms), but it does for symbols (mGy vs MGy)
+                if word and len(word) > 3 and word.replace("_", " ").replace(" ", "").isalpha():
+                    self._alias_ci.setdefault(word.lower(), code)
         self._factors: dict[tuple[str, str], tuple[float, float]] = {}
 
     def code_for(self, spelling: str) -> str | None:
@@ -65,8 +72,11 @@ class Units:
         hit = self._factors.get(key)
         if hit is not None:
             return hit
-        if self.code_for(given) == canonical:
+        code = self.code_for(given)
+        if code == canonical:
             result = (1.0, 0.0)
+        elif code in NON_CONVERTIBLE or canonical in NON_CONVERTIBLE:
+            raise UnitError(f"unit {given!r} does not convert to {canonical!r}")
         else:
             result = self._pint_factor(given, canonical)
         self._factors[key] = result
@@ -85,7 +95,7 @@ class Units:
             raise UnitError(f"unit {given!r} does not convert to {canonical!r}") from err
         except (pint.errors.UndefinedUnitError, pint.errors.DefinitionSyntaxError, AttributeError) as err:
             raise UnitError(f"unknown unit {given!r}") from err
-        except (ValueError, TypeError, AssertionError, SyntaxError) as err:
+        except Exception as err:  # noqa: BLE001 - pint's parser raises many kinds (TokenError, ...)
             raise UnitError(f"cannot read unit {given!r}") from err
         return (float(one - zero), float(zero))
 

@@ -82,7 +82,7 @@ class Validator:
         if item.enumeration:
             enum = {(v.lower() if enum_ci else v): v for v in item.enumeration}
         regex = None
-        if item.kind == "string" and construct not in (".*", ""):
+        if item.kind in ("string", "datetime") and construct not in (".*", ""):
             try:
                 regex = re.compile(construct, re.DOTALL)
             except re.error:
@@ -109,6 +109,8 @@ class Validator:
         if unit is not None and unit not in ("", "none"):
             raise ValidationError(rule.key, value, f"a {k} value takes no unit (got {unit!r})")
         if k == "datetime":
+            if isinstance(value, str) and rule.regex is not None and rule.regex.fullmatch(value.strip()) is None:
+                raise ValidationError(rule.key, value, f"does not match the form of type {rule.item.type_code!r}")
             return Normalised(rule.key, _datetime(rule.key, value), None)
         return self._string(rule, value)
 
@@ -213,6 +215,11 @@ def _datetime(key: str, value: Any) -> str:
     if not isinstance(value, str):
         raise ValidationError(key, value, f"expected a date/time, got {type(value).__name__}")
     s = value.strip()
+    if re.fullmatch(r"\d{4}-\d{1,2}-\d{1,2}", s):
+        try:
+            return date(*(int(x) for x in s.split("-"))).isoformat()
+        except ValueError as err:
+            raise ValidationError(key, value, f"not a valid date: {err}") from None
     m = _FLEX_DT.match(s)
     if m:
         y, mo, d, h, mi = (int(g) for g in m.groups())
@@ -227,4 +234,7 @@ def _datetime(key: str, value: Any) -> str:
     try:
         return date.fromisoformat(s).isoformat()
     except ValueError:
-        raise ValidationError(key, value, "not an ISO 8601 date/time") from None
+        pass
+    if re.fullmatch(r"\d{4}(-\d{1,2})?", s):
+        return s  # a year or a month: PDBx's flexible dates allow them
+    raise ValidationError(key, value, "not an ISO 8601 date/time")

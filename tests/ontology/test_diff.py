@@ -76,3 +76,25 @@ def test_deprecation_is_compatible(dict_copy):
     changes, report = _changes(dict_copy)
     assert not changes[("status-changed", "_mmcat_live_image.dozor_spots")].breaking
     assert report.breaking == []
+
+
+def test_new_restrictions_are_breaking(dict_copy):
+    p = dict_copy / "mmcat_collection.dic"
+    _frame_replace(p, "_mmcat_collection.beam_shape", "    _item_type.code                        line\n",
+                   "    _item_type.code                        code\n    loop_\n    _item_enumeration.value\n        ellipse\n        rectangle\n")
+    changes, _ = _changes(dict_copy)
+    assert changes[("type-changed", "_mmcat_collection.beam_shape")].breaking
+    assert changes[("enum-introduced", "_mmcat_collection.beam_shape")].breaking
+
+
+def test_changed_mapping_units_are_breaking_and_need_a_major_version(dict_copy):
+    p = dict_copy / "mmcat_collection.dic"
+    _frame_replace(p, "_mmcat_collection.beam_size_x", "millimetres", "micrometres")
+    changes, report = _changes(dict_copy)
+    assert changes[("mapping-units", "ispyb:datacollection.beamsizeatsamplex")].breaking
+    assert ("version", "mmcat_collection.dic") in changes
+    text = p.read_text().replace("_dictionary.version                    1.0.0", "_dictionary.version                    2.0.0", 1)
+    text = text.replace("        1.0.0  2026-11-21  'First release.'", "        1.0.0  2026-11-21  'First release.'\n        2.0.0  2026-11-22  'Beam size stored in um.'")
+    p.write_text(text)
+    changes, _ = _changes(dict_copy)
+    assert ("version", "mmcat_collection.dic") not in changes

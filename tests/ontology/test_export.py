@@ -33,6 +33,9 @@ def test_icat_parameter_type_content(onto):
     assert "mmcat_live_image.n_spots_total" not in pts  # tables travel as tables
     esrf = {p["key"]: p for p in icat_parameter_types(onto, names="esrf")}
     assert esrf["reflns_shell.outer.pdbx_CC_half"]["name"] == "MXAutoprocIntegrationScaling_outer_cc_half"
+    # ESRF names keep the units ESRF stores them in
+    assert (esrf["mmcat_collection.beam_size_x"]["name"], esrf["mmcat_collection.beam_size_x"]["units"]) == ("MX_beamSizeAtSampleX", "mm")
+    assert esrf["reflns.pdbx_Rmerge_I_obs"]["units"] == "%"
 
 
 def test_scicat_schema_accepts_good_metadata_and_rejects_bad(onto):

@@ -80,6 +80,19 @@ def test_reverse_lookup(onto, name, kwargs, key):
     assert onto.resolve(name, **kwargs) == key
 
 
+def test_a_name_stored_in_different_units_needs_its_scheme(onto):
+    with pytest.raises(UnknownKeyError, match="different units"):
+        onto.resolve_mapping("AutoProcScalingStatistics.rMerge", selector="scalingStatisticsType=overall")
+    assert onto.resolve_mapping("AutoProcScalingStatistics.rMerge", scheme="ispyb", selector="scalingStatisticsType=overall").units == "percent"
+    assert onto.resolve_mapping("AutoProcScalingStatistics.rMerge", scheme="ispyb_dls", selector="scalingStatisticsType=overall").units is None
+
+
+def test_items_may_state_their_own_entity(onto):
+    assert onto.categories["mmcat_sample"].entity == "sample"
+    assert onto.item("mmcat_sample.name").entity == "sample"
+    assert onto.item("mmcat_sample.position_name").entity == "dataset"
+
+
 def test_ambiguous_names_list_their_selectors(onto):
     with pytest.raises(UnknownKeyError) as err:
         onto.resolve("AutoProcScalingStatistics.ccHalf")

@@ -197,3 +197,22 @@ def test_unknown_category(dict_copy, ddl_path, pdbx_path):
     line = _edit_frame(dict_copy / "mmcat_live.dic", "_mmcat_live_image.dozor_spots", "_item.category_id                      mmcat_live_image",
                        "_item.category_id                      mmcat_live_imaje")
     _assert_rule(_run(dict_copy, ddl_path, pdbx_path), "category-unknown", "mmcat_live.dic", line)
+
+
+def test_loose_mapping_of_an_unknown_item(dict_copy, ddl_path, pdbx_path):
+    with (dict_copy / "mmcat_live.dic").open("a") as f:
+        f.write("\nloop_\n_mmcat_item_mapping.name\n_mmcat_item_mapping.scheme\n_mmcat_item_mapping.target\n"
+                "_mmcat_item_mapping.target_selector\n'_reflns.pdbx_CC_halff' dials cc .\n")
+    _assert_rule(_run(dict_copy, ddl_path, pdbx_path), "mapping-item", "mmcat_live.dic")
+
+
+def test_unitless_pdbx_item_cannot_become_a_percentage(dict_copy, ddl_path, pdbx_path):
+    line = _edit_frame(dict_copy / "mmcat_pdbx.dic", "_reflns.pdbx_Rmerge_I_obs", "_item_units.code                       none",
+                       "_item_units.code                       percent")
+    _assert_rule(_run(dict_copy, ddl_path, pdbx_path), "pdbx-redefined", "mmcat_pdbx.dic", line)
+
+
+def test_mappings_of_flattened_items_need_a_selector(dict_copy, ddl_path, pdbx_path):
+    _edit_frame(dict_copy / "mmcat_pdbx.dic", "_reflns_shell.pdbx_CC_half", "  outer  ", "  .      ")
+    hits = _assert_rule(_run(dict_copy, ddl_path, pdbx_path), "mapping-selector", "mmcat_pdbx.dic")
+    assert "needs a selector" in hits[0].message

@@ -26,6 +26,10 @@ from mxcat.errors import UnknownKeyError, ValidationError
         ("mmcat_collection.detector_distance", 0.2124, "metres", 212.4, "millimetres"),
         ("mmcat_collection.photon_energy", 12398.4, "eV", 12.3984, "kiloelectron_volts"),
         ("diffrn.ambient_temp", -173.15, "degC", 100.0, "kelvins"),
+        ("mmcat_collection.absorbed_dose", 5, "mGy", 5e-9, "megagrays"),  # symbols keep their case: milli, not mega
+        ("mmcat_collection.absorbed_dose", 5, "MGy", 5, "megagrays"),
+        ("mmcat_collection.exposure_time", 5, "ms", 0.005, "seconds"),
+        ("reflns.d_resolution_high", 1.8, "ANGSTROMS", 1.8, "angstroms"),  # words ignore case
         ("mmcat_live_image.n_spots_total", "42", None, 42, "none"),
         ("mmcat_live_image.n_spots_total", 42.0, None, 42, "none"),
     ],
@@ -54,7 +58,13 @@ def test_numbers_are_converted_to_the_canonical_unit(onto, key, value, unit, exp
         ("mmcat_processing.status", "great", None, "not one of"),
         ("mmcat_processing.status", "", None, "empty"),
         ("mmcat_processing.status", "success", "mm", "no unit"),
-        ("mmcat_collection.start_time", "yesterday", None, "ISO 8601"),
+        ("mmcat_collection.start_time", "yesterday", None, "form of type"),
+        ("mmcat_collection.start_time", "20200101", None, "form of type"),
+        ("mmcat_collection.start_time", "2020-W01", None, "form of type"),
+        ("mmcat_collection.start_time", "2020-02-30", None, "valid date"),
+        ("mmcat_live_image.total_intensity", 100, "%", "does not convert"),
+        ("mmcat_live_image.total_intensity", 100, "pixel", "does not convert"),
+        ("reflns.d_resolution_high", 1.0, ")", "cannot read unit"),
     ],
 )
 def test_bad_values_are_rejected_with_key_value_and_reason(onto, key, value, unit, reason):
@@ -71,6 +81,11 @@ def test_unknown_keys_are_validation_errors(onto):
         onto.validate("reflns.no_such_item", 1.0)
 
 
+def test_advisory_ranges_catch_percentages_stored_as_fractions(onto):
+    n = onto.validate("reflns.pdbx_Rmerge_I_obs", 6.2)  # a percentage given without its unit
+    assert n.value == 6.2 and n.warnings
+
+
 def test_advisory_range_warns_but_keeps_the_value(onto):
     n = onto.validate("reflns.percent_possible_obs", 60.0)
     assert n.value == 60.0
@@ -83,6 +98,9 @@ def test_enumerations_and_datetimes_are_normalised(onto):
     assert onto.validate("mmcat_collection.start_time", "2023-05-15 14:03:01").value == "2023-05-15T14:03:01"
     assert onto.validate("mmcat_collection.start_time", "2023-05-15T14:03:01+02:00").value == "2023-05-15T14:03:01+02:00"
     assert onto.validate("diffrn_detector.pdbx_collection_date", "2023-05-15:14:03").value == "2023-05-15T14:03:00"
+    assert onto.validate("diffrn_detector.pdbx_collection_date", "2023").value == "2023"  # PDBx flexible dates
+    assert onto.validate("diffrn_detector.pdbx_collection_date", "2023-05").value == "2023-05"
+    assert onto.validate("mmcat_collection.start_time", "2023-05-15").value == "2023-05-15"
     assert onto.validate("symmetry.space_group_name_H-M", "  P 41 21 2 ").value == "P 41 21 2"
 
 
