@@ -126,20 +126,24 @@ class Deliverer:
         stats.retried += len(claimed)
         stats.errors.append(f"{name}: {error}")
 
-    def drain(self, timeout: float | None = None, *, until_idle: bool = True) -> Stats:
-        """Deliver until nothing is deliverable right now (or *timeout* seconds pass)."""
+    def drain(self, timeout: float | None = None) -> Stats:
+        """Deliver what can be delivered now, then return.
+
+        A sink that fails during the drain is left alone for the rest of it (its envelopes wait
+        with their backoff), so a dead catalogue cannot keep the caller busy.
+        """
         total = Stats()
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            moved = 0
-            for name in self.sinks:
+        active = list(self.sinks)
+        while active:
+            for name in list(active):
                 s = self.cycle(name)
                 total += s
-                moved += s.delivered + s.dead + s.retried
-            if moved == 0 and until_idle:
-                return total
+                if s.retried or (s.delivered + s.dead) == 0:
+                    active.remove(name)
             if deadline is not None and time.monotonic() >= deadline:
-                return total
+                break
+        return total
 
     def run(self, stop: threading.Event, idle: float = 0.5) -> Stats:
         """Deliver until *stop* is set, sleeping *idle* seconds when there is nothing to do."""

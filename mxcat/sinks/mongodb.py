@@ -89,8 +89,10 @@ class MongoSink:
         for env in envelopes:
             sid = env["subject_id"]
             if sid not in subject_sets:
-                s = Subject.from_dict(env["subject"])
-                subject_sets[sid] = {"_subject": {"kind": s.kind, "path": s.path, **s.to_dict()}}
+                s: Subject | None = Subject.from_dict(env["subject"])
+                while s is not None and s.id not in subject_sets:  # ancestors too, so the hierarchy can be browsed
+                    subject_sets[s.id] = {"_subject": {"kind": s.kind, "path": s.path, **s.to_dict()}}
+                    s = s.parent
             if env["type"] == "record":
                 doc = {"_id": env["id"], "subject_id": sid, "key": env["key"], "value": env["value"], "unit": env.get("unit"),
                        "provenance": env["provenance"]}
