@@ -21,7 +21,8 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,8 @@ CREATE TABLE IF NOT EXISTS rejections (
     reason  TEXT NOT NULL,
     source  TEXT
 );
+CREATE TABLE IF NOT EXISTS subjects (subject_id TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS provenance (provenance_id TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 """
 SCHEMA_VERSION = "1"
@@ -113,9 +116,21 @@ class Outbox:
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(SCHEMA)
         self.db.execute("INSERT OR IGNORE INTO meta(k, v) VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        self._cache: dict[str, dict[str, dict[str, Any]]] = {}
 
     def close(self) -> None:
         self.db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (the connection is in autocommit mode, so say BEGIN explicitly)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
     def __enter__(self) -> Outbox:
         return self
@@ -126,16 +141,31 @@ class Outbox:
     # -- writing ----------------------------------------------------------------------------------
 
     def put(self, envelopes: Sequence[Mapping[str, Any]], sinks: Sequence[str]) -> PutResult:
-        """Store envelopes durably and queue them for *sinks*, in one transaction."""
+        """Store envelopes durably and queue them for *sinks*, in one transaction.
+
+        Subjects and provenance are stored once each and joined back when envelopes are claimed;
+        an envelope counts as changed when its own content, subject or provenance id changes (the
+        provenance's creation time does not count: the same input ingested again changes nothing).
+        """
         now = time.time()
         rows = []
+        subjects: dict[str, str] = {}
+        provenance: dict[str, str] = {}
         for env in envelopes:
-            payload = dumps(env)
-            rows.append((env["id"], env["subject_id"], env["type"], _digest(payload), payload, now))
+            body = {k: v for k, v in env.items() if k not in ("subject", "provenance")}
+            sid, pid = env["subject_id"], env["provenance_id"]
+            if sid not in subjects:
+                subjects[sid] = dumps(env["subject"])
+            if pid not in provenance:
+                provenance[pid] = dumps(env["provenance"])
+            payload = dumps(body)
+            rows.append((env["id"], sid, env["type"], _digest(payload), payload, now))
         new = changed = 0
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
+            db.executemany("INSERT OR IGNORE INTO subjects(subject_id, body) VALUES (?, ?)", subjects.items())
+            db.executemany("INSERT OR REPLACE INTO provenance(provenance_id, body) VALUES (?, ?)", provenance.items())
             existing: dict[str, tuple[int, str]] = {}
             ids = [r[0] for r in rows]
             for i in range(0, len(ids), 900):
@@ -144,22 +174,28 @@ class Outbox:
                 existing.update({r[0]: (r[1], r[2]) for r in db.execute(q, chunk)})
             fresh = [r for r in rows if r[0] not in existing]
             stale = [r for r in rows if r[0] in existing and existing[r[0]][1] != r[3]]
+            seqs: list[int] = []
             if fresh:
-                db.executemany("INSERT OR IGNORE INTO entries(id, subject_id, kind, digest, payload, created) VALUES (?,?,?,?,?,?)", fresh)
+                # the write lock is held: number the new envelopes here instead of reading them back
+                (top,) = db.execute("SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name='entries'), 0), "
+                                    "COALESCE((SELECT MAX(seq) FROM entries), 0))").fetchone()
+                seqs = list(range(top + 1, top + 1 + len(fresh)))
+                db.executemany("INSERT INTO entries(seq, id, subject_id, kind, digest, payload, created) VALUES (?,?,?,?,?,?,?)",
+                               [(q, *r) for q, r in zip(seqs, fresh, strict=True)])
                 new = len(fresh)
+                for sink in sinks:
+                    db.executemany("INSERT INTO deliveries(sink, seq, state, attempts, next_at, lease_until, error, updated) "
+                                   "VALUES (?, ?, 'PENDING', 0, 0, 0, NULL, ?)", [(sink, q, now) for q in seqs])
             if stale:
                 db.executemany("UPDATE entries SET digest=?, payload=? WHERE id=?", [(r[3], r[4], r[0]) for r in stale])
                 changed = len(stale)
-            touched = [r[0] for r in fresh] + [r[0] for r in stale]
-            for i in range(0, len(touched), 900):
-                chunk = touched[i:i + 900]
-                seqs = [s for (s,) in db.execute(f"SELECT seq FROM entries WHERE id IN ({','.join('?' * len(chunk))})", chunk)]
                 for sink in sinks:
                     db.executemany(
                         "INSERT INTO deliveries(sink, seq, state, attempts, next_at, lease_until, error, updated) "
                         "VALUES (?, ?, 'PENDING', 0, 0, 0, NULL, ?) "
-                        "ON CONFLICT(sink, seq) DO UPDATE SET state='PENDING', attempts=0, next_at=0, lease_until=0, error=NULL, updated=excluded.updated",
-                        [(sink, s, now) for s in seqs],
+                        "ON CONFLICT(sink, seq) DO UPDATE SET state='PENDING', attempts=0, next_at=0, lease_until=0, error=NULL, "
+                        "updated=excluded.updated",
+                        [(sink, existing[r[0]][0], now) for r in stale],
                     )
             db.execute("COMMIT")
         except BaseException:
@@ -170,7 +206,7 @@ class Outbox:
     def record_rejections(self, rejections: Iterable[Any]) -> int:
         rows = [(time.time(), getattr(r, "subject", None), r.key, _short(r.value), r.reason, getattr(r, "source", None)) for r in rejections]
         if rows:
-            with self.db:
+            with self._tx():
                 self.db.executemany("INSERT INTO rejections(at, subject, key, value, reason, source) VALUES (?,?,?,?,?,?)", rows)
         return len(rows)
 
@@ -184,7 +220,7 @@ class Outbox:
         if sink is not None:
             q += " AND sink=?"
             args.append(sink)
-        with self.db:
+        with self._tx():
             return self.db.execute(q, args).rowcount
 
     def claim(self, sink: str, limit: int, lease: float = 60.0, now: float | None = None) -> list[Claimed]:
@@ -193,56 +229,73 @@ class Outbox:
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
-            rows = db.execute(
-                "SELECT d.seq, e.subject_id, d.state, d.next_at, d.lease_until FROM deliveries d JOIN entries e ON e.seq = d.seq "
-                "WHERE d.sink = ? AND d.state IN ('PENDING', 'SENDING') ORDER BY d.seq LIMIT ?",
-                (sink, max(limit * 4, 64)),
-            ).fetchall()
+            # one index range per state (a single IN () query would walk every DONE row in seq order)
+            q = ("SELECT d.seq, e.subject_id, d.state, d.next_at, d.lease_until, e.id, d.attempts, e.payload "
+                 "FROM deliveries d INDEXED BY deliveries_open JOIN entries e ON e.seq = d.seq "
+                 "WHERE d.sink = ? AND d.state = ? ORDER BY d.seq LIMIT ?")
+            pending = db.execute(q, (sink, PENDING, limit + 256)).fetchall()
+            sending = db.execute(q, (sink, SENDING, 100_000)).fetchall()
+            rows = sorted(pending + sending) if sending else pending
             blocked: set[str] = set()
-            chosen: list[int] = []
-            for seq, subject, state, next_at, lease_until in rows:
+            chosen: list[tuple[Any, ...]] = []
+            for row in rows:
+                seq, subject, state, next_at, lease_until = row[:5]
                 if subject in blocked:
                     continue
                 if (state == SENDING and lease_until >= now) or (state == PENDING and next_at > now):
                     blocked.add(subject)
                     continue
-                chosen.append(seq)
+                chosen.append(row)
                 if len(chosen) >= limit:
                     break
             if chosen:
                 db.executemany(
                     "UPDATE deliveries SET state='SENDING', attempts=attempts+1, lease_until=?, updated=? WHERE sink=? AND seq=?",
-                    [(now + lease, now, sink, s) for s in chosen],
+                    [(now + lease, now, sink, r[0]) for r in chosen],
                 )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        if not chosen:
-            return []
         out = []
-        for i in range(0, len(chosen), 900):
-            chunk = chosen[i:i + 900]
-            q = (f"SELECT e.seq, e.id, d.attempts, e.payload FROM entries e JOIN deliveries d ON d.seq = e.seq AND d.sink = ? "
-                 f"WHERE e.seq IN ({','.join('?' * len(chunk))}) ORDER BY e.seq")
-            out.extend(Claimed(s, i_, a, json.loads(p)) for s, i_, a, p in db.execute(q, [sink, *chunk]))
+        envs = [json.loads(r[7]) for r in chosen]
+        subjects = self._bodies("subjects", "subject_id", {r[1] for r in chosen})
+        provenance = self._bodies("provenance", "provenance_id", {e["provenance_id"] for e in envs})
+        for (seq, subject, _state, _n, _l, eid, attempts, _p), env in zip(chosen, envs, strict=True):
+            env["subject"] = subjects[subject]
+            env["provenance"] = provenance[env["provenance_id"]]
+            out.append(Claimed(seq, eid, attempts + 1, env))
         return out
+
+    def _bodies(self, table: str, column: str, keys: set[str]) -> dict[str, dict[str, Any]]:
+        """Subject or provenance bodies by id, from a small cache or one query per 900 ids."""
+        cache = self._cache.setdefault(table, {})
+        missing = [k for k in keys if k not in cache]
+        if len(cache) + len(missing) > 50_000:
+            cache.clear()
+            missing = list(keys)
+        for i in range(0, len(missing), 900):
+            chunk = missing[i:i + 900]
+            q = f"SELECT {column}, body FROM {table} WHERE {column} IN ({','.join('?' * len(chunk))})"
+            for k, body in self.db.execute(q, chunk):
+                cache[k] = json.loads(body)
+        return {k: cache.get(k, {}) for k in keys}
 
     def done(self, sink: str, seqs: Iterable[int]) -> None:
         now = time.time()
-        with self.db:
+        with self._tx():
             self.db.executemany("UPDATE deliveries SET state='DONE', lease_until=0, error=NULL, updated=? WHERE sink=? AND seq=?",
                                 [(now, sink, s) for s in seqs])
 
     def dead(self, sink: str, reasons: Mapping[int, str]) -> None:
         now = time.time()
-        with self.db:
+        with self._tx():
             self.db.executemany("UPDATE deliveries SET state='DEAD', lease_until=0, error=?, updated=? WHERE sink=? AND seq=?",
                                 [(reason[:2000], now, sink, s) for s, reason in reasons.items()])
 
     def retry_later(self, sink: str, seqs: Iterable[int], next_at: float, error: str) -> None:
         now = time.time()
-        with self.db:
+        with self._tx():
             self.db.executemany(
                 "UPDATE deliveries SET state='PENDING', next_at=?, lease_until=0, error=?, updated=? WHERE sink=? AND seq=?",
                 [(next_at, error[:2000], now, sink, s) for s in seqs],
@@ -275,13 +328,13 @@ class Outbox:
         if sink:
             q += " AND sink=?"
             args.append(sink)
-        with self.db:
+        with self._tx():
             return self.db.execute(q, args).rowcount
 
     def purge(self, done_older_than: float) -> int:
         """Delete envelopes delivered (DONE) to every sink more than *done_older_than* seconds ago."""
         cutoff = time.time() - done_older_than
-        with self.db:
+        with self._tx():
             n = self.db.execute(
                 "DELETE FROM entries WHERE created < ? AND seq NOT IN (SELECT seq FROM deliveries WHERE state != 'DONE' OR updated >= ?)",
                 (cutoff, cutoff),

@@ -238,11 +238,11 @@ def to_sql(node: Node, subject_col: str = "s.subject_id") -> tuple[str, list[Any
     base = f"EXISTS (SELECT 1 FROM records r WHERE r.subject_id = {subject_col} AND r.key = ?"
     if isinstance(node, Exists):
         return base + ")", [node.key]
-    col = "r.value_num" if node.numeric else "r.value_text"
+    col = "r.value"
     if isinstance(node, In):
         return base + f" AND {col} IN ({','.join('?' * len(node.values))}))", [node.key, *node.values]
     if node.op == "~":
-        return base + " AND r.value_text LIKE ? ESCAPE '\\')", [node.key, "%" + _like(node.value) + "%"]
+        return base + " AND typeof(r.value) = 'text' AND r.value LIKE ? ESCAPE '\\')", [node.key, "%" + _like(node.value) + "%"]
     return base + f" AND {col} {SQL_OPS[node.op]} ?)", [node.key, node.value]
 
 

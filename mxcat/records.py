@@ -56,6 +56,7 @@ class Subject:
     image_range: str | None = None
     inputs: tuple[str, ...] = ()
     """For processing subjects: ids of the input datasets (the primary one is the parent)."""
+    _cache: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         for level in LEVELS:
@@ -78,11 +79,17 @@ class Subject:
     @property
     def path(self) -> str:
         """``beamline=ID30A-1/proposal=mx2532/...``: the human-readable identity."""
-        return "/".join(f"{level}={getattr(self, level)}" for level in LEVELS if getattr(self, level) is not None)
+        p = self._cache.get("path")
+        if p is None:
+            p = self._cache["path"] = "/".join(f"{lv}={getattr(self, lv)}" for lv in LEVELS if getattr(self, lv) is not None)
+        return p
 
     @property
     def id(self) -> str:
-        return _h("subject", self.path)
+        i = self._cache.get("id")
+        if i is None:
+            i = self._cache["id"] = _h("subject", self.path)
+        return i
 
     def at(self, level: str) -> Subject | None:
         """This subject cut at *level* (an ancestor or itself), or None when that level is not set."""
@@ -143,17 +150,26 @@ class Provenance:
     source: str | None = None
     sha256: str | None = None
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    _cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
     @property
     def id(self) -> str:
-        return _h("provenance", self.run, self.program or "", self.version or "", self.adapter or "", self.source or "", self.sha256 or "")
+        i = self._cache.get("id")
+        if i is None:
+            i = self._cache["id"] = _h("provenance", self.run, self.program or "", self.version or "", self.adapter or "",
+                                       self.source or "", self.sha256 or "")
+        return i
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        d = self._cache.get("dict")
+        if d is None:
+            d = self._cache["dict"] = {f.name: getattr(self, f.name) for f in fields(self)
+                                       if not f.name.startswith("_") and getattr(self, f.name) is not None}
+        return dict(d)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Provenance:
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls) if not f.name.startswith("_")}
         unknown = set(d) - known - {"id"}
         if unknown:
             raise ValidationError("provenance", dict(d), f"unknown provenance fields {sorted(unknown)}")

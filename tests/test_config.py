@@ -26,7 +26,7 @@ def test_deploy_sample_loads_and_matches_the_code(data_dir):
     assert cfg.version == 1 and cfg.source.endswith("deploy/config.yaml")
     assert set(cfg.sinks) == {"embedded", "mongo"} and not cfg.sinks["mongo"].enabled
     # every option of the sample is known to its sink type
-    for name, s in cfg.sinks.items():
+    for s in cfg.sinks.values():
         from mxcat.sinks import sink_types
 
         model = sink_types()[s.type].load().Options

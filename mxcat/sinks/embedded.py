@@ -1,8 +1,9 @@
 """``embedded``: the default catalogue, one SQLite file of subjects, records, tables and provenance.
 
 Upserts are keyed by envelope id, so a batch stored twice is stored once. Records keep their
-value in ``value_num`` (numbers) or ``value_text`` (text, dates), indexed with the key for the
-filter language of :mod:`mxcat.query`; subjects are indexed by their hierarchy fields.
+value in one ``value`` column with SQLite's own storage classes (INTEGER, REAL, TEXT; numbers
+sort before text), indexed with the key for the filter language of :mod:`mxcat.query`; subjects
+are indexed by their hierarchy fields.
 """
 
 from __future__ import annotations
@@ -40,15 +41,12 @@ CREATE TABLE IF NOT EXISTS records (
     subject_id    TEXT NOT NULL,
     key           TEXT NOT NULL,
     category      TEXT NOT NULL,
-    value_num     REAL,
-    value_text    TEXT,
-    vtype         TEXT NOT NULL,
+    value         ANY,
     unit          TEXT,
     provenance_id TEXT NOT NULL,
     stored        REAL NOT NULL DEFAULT (((julianday('now') - 2440587.5) * 86400.0))
 );
-CREATE INDEX IF NOT EXISTS records_key_num ON records(key, value_num);
-CREATE INDEX IF NOT EXISTS records_key_text ON records(key, value_text);
+CREATE INDEX IF NOT EXISTS records_key_value ON records(key, value);
 CREATE INDEX IF NOT EXISTS records_subject ON records(subject_id, key);
 CREATE TABLE IF NOT EXISTS tables (
     table_id      TEXT PRIMARY KEY,
@@ -63,11 +61,11 @@ CREATE INDEX IF NOT EXISTS tables_subject ON tables(subject_id, category);
 """
 
 
-def subject_rows(d: dict[str, Any]) -> list[tuple[Any, ...]]:
-    """Rows for a subject and all its ancestors, so the hierarchy can be browsed from the top."""
+def subject_rows(d: dict[str, Any], known: set[str] | frozenset[str] = frozenset()) -> list[tuple[Any, ...]]:
+    """Rows for a subject and its ancestors (up to the first *known* one), so the hierarchy can be browsed."""
     rows = []
     s: Subject | None = Subject.from_dict(d)
-    while s is not None:
+    while s is not None and s.id not in known:
         parent = s.parent
         rows.append((s.id, s.kind, s.path, parent.id if parent else None, *[getattr(s, lv) for lv in LEVELS],
                      json.dumps(list(s.inputs)) if s.inputs else None))
@@ -97,6 +95,8 @@ class EmbeddedSink:
             self.db.executescript(SCHEMA)
         except (OSError, sqlite3.Error) as err:
             raise ConfigError(f"cannot open the embedded catalogue: {err}", key=f"sinks.{name}.path", path=self.path) from err
+        self._known: set[str] = set()
+        """Subject ids known to be stored, so their rows are not rebuilt for every batch."""
 
     def put(self, envelopes: Sequence[Envelope]) -> Receipt:
         subjects: dict[str, tuple[Any, ...]] = {}
@@ -107,8 +107,8 @@ class EmbeddedSink:
         for env in envelopes:
             try:
                 sid = env["subject_id"]
-                if sid not in subjects:
-                    for row in subject_rows(env["subject"]):
+                if sid not in subjects and sid not in self._known:
+                    for row in subject_rows(env["subject"], self._known):
                         subjects.setdefault(row[0], row)
                 pid = env["provenance_id"]
                 if pid not in prov:
@@ -119,10 +119,7 @@ class EmbeddedSink:
                     v = env["value"]
                     if isinstance(v, bool) or not isinstance(v, (int, float, str)):
                         raise TypeError(f"value of type {type(v).__name__}")
-                    vtype = "i" if isinstance(v, int) else "f" if isinstance(v, float) else "s"
-                    num = None if vtype == "s" else float(v)
-                    text = str(v) if vtype == "s" else None
-                    recs.append((env["id"], sid, env["key"], env["key"].split(".", 1)[0], num, text, vtype, env.get("unit"), pid))
+                    recs.append((env["id"], sid, env["key"], env["key"].split(".", 1)[0], v, env.get("unit"), pid))
                 elif env["type"] == "table":
                     tabs.append((env["id"], sid, env["category"], json.dumps(env["columns"]), json.dumps(env["rows"]),
                                  len(env["rows"]), pid))
@@ -137,9 +134,8 @@ class EmbeddedSink:
             self.db.executemany(f"INSERT OR IGNORE INTO subjects VALUES ({','.join('?' * (5 + len(LEVELS)))})", subjects.values())
             self.db.executemany("INSERT OR IGNORE INTO provenance VALUES (?,?,?,?,?,?,?,?)", prov.values())
             self.db.executemany(
-                "INSERT INTO records(record_id, subject_id, key, category, value_num, value_text, vtype, unit, provenance_id) "
-                "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(record_id) DO UPDATE SET value_num=excluded.value_num, "
-                "value_text=excluded.value_text, vtype=excluded.vtype, unit=excluded.unit, "
+                "INSERT INTO records(record_id, subject_id, key, category, value, unit, provenance_id) "
+                "VALUES (?,?,?,?,?,?,?) ON CONFLICT(record_id) DO UPDATE SET value=excluded.value, unit=excluded.unit, "
                 "provenance_id=excluded.provenance_id, stored=((julianday('now') - 2440587.5) * 86400.0)",
                 recs,
             )
@@ -149,6 +145,9 @@ class EmbeddedSink:
                 tabs,
             )
             self.db.execute("COMMIT")
+            if len(self._known) > 200_000:
+                self._known.clear()
+            self._known.update(subjects)
         except sqlite3.OperationalError as err:
             self._rollback()
             raise SinkUnavailable(f"embedded catalogue busy or unwritable: {err}", sink=self.name) from err
@@ -193,12 +192,11 @@ class EmbeddedSink:
                                     (ref.replace("%", "") + "%", ref)))
 
     def subject_records(self, subject_id: str) -> list[dict[str, Any]]:
-        q = ("SELECT r.key, r.value_num, r.value_text, r.vtype, r.unit, p.run, p.program, p.version, p.adapter, p.source, "
+        q = ("SELECT r.key, r.value, r.unit, p.run, p.program, p.version, p.adapter, p.source, "
              "p.created FROM records r JOIN provenance p ON p.provenance_id = r.provenance_id WHERE r.subject_id = ? "
              "ORDER BY r.key, r.stored")
         out = []
-        for key, num, text, vtype, unit, run, program, version, adapter, source, created in self.db.execute(q, (subject_id,)):
-            value: Any = text if vtype == "s" else int(num) if vtype == "i" else num
+        for key, value, unit, run, program, version, adapter, source, created in self.db.execute(q, (subject_id,)):
             out.append({"key": key, "value": value, "unit": unit, "run": run, "program": program, "version": version,
                         "adapter": adapter, "source": source, "created": created})
         return out
