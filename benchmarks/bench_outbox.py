@@ -20,7 +20,6 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -74,17 +73,18 @@ class TimedSink:
         self.inner.close()
 
 
-def config(tmp: Path, mongo_uri: str | None) -> Config:
+def config(tmp: Path, mongo_uri: str | None, batch_size: int = 5000) -> Config:
     sinks = {"embedded": SinkConfig(type="embedded", options={"path": str(tmp / "catalogue.sqlite")})}
     if mongo_uri:
         os.environ["MXCAT_BENCH_URI"] = mongo_uri
         sinks["mongo"] = SinkConfig(type="mongodb", options={"uri_env": "MXCAT_BENCH_URI", "database": "mxcat_bench"})
-    return Config(version=1, outbox={"path": tmp / "outbox.sqlite"}, delivery={"batch_size": 2000}, sinks=sinks)
+    return Config(version=1, outbox={"path": tmp / "outbox.sqlite"}, delivery={"batch_size": batch_size}, sinks=sinks)
 
 
-def throughput(n_records: int, mongo_uri: str | None) -> None:
+def throughput(n_records: int, mongo_uri: str | None, batch_size: int) -> None:
     n_batches = max(1, n_records // len(KEYS))
-    with tempfile.TemporaryDirectory() as d, Catalogue(config(Path(d), mongo_uri)) as cat:
+    print(f"delivery batch size {batch_size}")
+    with tempfile.TemporaryDirectory() as d, Catalogue(config(Path(d), mongo_uri, batch_size)) as cat:
         batches = [batch(i) for i in range(n_batches)]
         t0 = time.perf_counter()
         total = 0
@@ -96,7 +96,7 @@ def throughput(n_records: int, mongo_uri: str | None) -> None:
             from mxcat.deliver import Deliverer
 
             t1 = time.perf_counter()
-            stats = Deliverer(cat.outbox, {name: cat.sink(name)}, batch_size=2000).drain()
+            stats = Deliverer(cat.outbox, {name: cat.sink(name)}, batch_size=cat.config.delivery.batch_size).drain()
             dt = time.perf_counter() - t1
             print(f"outbox -> {name}: {stats.delivered} records in {dt:.2f} s = {stats.delivered / dt:,.0f} records/s"
                   + ("  [target >= 50,000: " + ("met]" if stats.delivered / dt >= 50_000 else "NOT met]") if name == "embedded" else ""))
@@ -124,10 +124,8 @@ def latency(rate: float, seconds: float) -> None:
                 for j in range(4):
                     for k, v in KEYS:
                         b.add(k, v, subject=b.subject.child(dataset=f"d{j}"))
-                prep = cat.ingest(b, deliver_timeout=None)
-                ids = [r.id for r in cat.prepare(b).records] if False else None
-                del prep, ids
-                for rec in cat.prepare(b).records:
+                cat.ingest(b, deliver_timeout=None)
+                for rec in cat.prepare(b).records:  # the ids, for matching acknowledgements (not timed)
                     sent[rec.id] = t
                 i += 1
                 next_t += interval
@@ -149,6 +147,7 @@ def latency(rate: float, seconds: float) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", type=int, default=100_000)
+    ap.add_argument("--batch-size", type=int, default=5000, help="delivery batch size for the throughput run")
     ap.add_argument("--rate", type=float, default=10_000)
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--mongodb", action="store_true", help="also measure the MongoDB sink")
@@ -167,7 +166,7 @@ def main() -> None:
             uri = server.uri
             print("MongoDB: nx-27017 (Python wire-protocol server over SQLite) on this machine")
     try:
-        throughput(args.records, uri)
+        throughput(args.records, uri, args.batch_size)
         latency(args.rate, args.seconds)
     finally:
         if server:

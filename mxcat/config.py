@@ -45,7 +45,7 @@ class OutboxConfig(_Model):
 
 
 class DeliveryConfig(_Model):
-    batch_size: int = Field(500, ge=1, le=100_000)
+    batch_size: int = Field(2000, ge=1, le=100_000)
     lease: float = Field(60.0, gt=0)
     backoff_initial: float = Field(1.0, gt=0)
     backoff_max: float = Field(300.0, gt=0)
