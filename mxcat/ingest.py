@@ -67,10 +67,17 @@ def prepare(batch: Batch, onto: Ontology) -> Prepared:
     for obs in batch.observations:
         subject = obs.subject or batch.subject
         try:
-            key = onto.resolve(obs.key)
+            unit = obs.unit
+            if obs.scheme is not None or obs.selector is not None:
+                mapping = onto.resolve_mapping(obs.key, scheme=obs.scheme, selector=obs.selector)
+                key = mapping.key
+                if unit is None:
+                    unit = mapping.units
+            else:
+                key = onto.resolve(obs.key)
             item, selector = onto.lookup(key)
             _scalar_storage(onto, item, selector)
-            n = validator.validate(key, obs.value, obs.unit)
+            n = validator.validate(key, obs.value, unit)
             target = route(subject, item.entity)
         except ValidationError as err:
             out.rejected.append(Rejection(obs.key, obs.value, err.reason, subject.path, source))

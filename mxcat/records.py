@@ -244,6 +244,10 @@ class Observation:
     unit: str | None = None
     subject: Subject | None = None
     """Set when the value belongs elsewhere than the batch subject (for example another shell's result)."""
+    scheme: str | None = None
+    """Vocabulary of *key* when it is a mapped name (``ispyb``, ``esrf_icat``...); its unit applies when *unit* is None."""
+    selector: str | None = None
+    """Row condition of a mapped name, such as ``scalingStatisticsType=outerShell``."""
 
 
 @dataclass(slots=True)
@@ -255,8 +259,10 @@ class Batch:
     observations: list[Observation] = field(default_factory=list)
     tables: list[tuple[Subject | None, str, list[Mapping[str, Any]]]] = field(default_factory=list)
 
-    def add(self, key: str, value: Any, unit: str | None = None, *, subject: Subject | None = None) -> Batch:
-        self.observations.append(Observation(key, value, unit, subject))
+    def add(self, key: str, value: Any, unit: str | None = None, *, subject: Subject | None = None,
+            scheme: str | None = None, selector: str | None = None) -> Batch:
+        """Add a value of a canonical key, or of a name in another vocabulary (give its *scheme*)."""
+        self.observations.append(Observation(key, value, unit, subject, scheme, selector))
         return self
 
     def add_many(self, values: Mapping[str, Any] | Iterable[tuple[str, Any, str | None]]) -> Batch:

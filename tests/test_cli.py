@@ -25,11 +25,19 @@ def test_version(capsys):
     assert code == 0 and __version__ in out
 
 
-def test_demo_runs_and_summarises(capsys):
-    code, out, _ = run(["demo"], capsys)
+def test_demo_runs_and_summarises(capsys, tmp_path):
+    code, out, _ = run(["demo", "--data-dir", str(tmp_path)], capsys)
     assert code == 0
-    assert "reflns.pdbx_Rmerge_I_obs = 0.074" in out
+    assert "15 values stored" in out and "stored 0 new values" in out
     assert "rejected" in out and "out of range" in out
+    assert "1 subject(s)" in out
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "catalogue.sqlite")
+    got = dict(db.execute("SELECT key, value FROM records"))
+    assert got["reflns.pdbx_Rmerge_I_obs"] == pytest.approx(0.074)  # 7.4 percent from ESRF-flavour ISPyB
+    assert got["reflns_shell.outer.Rmerge_I_obs"] == pytest.approx(1.21)  # a Diamond fraction stays as is
+    assert got["mmcat_collection.beam_size_x"] == pytest.approx(50.0)  # mm to micrometres
 
 
 def test_show_resolves_any_name(capsys):
