@@ -115,6 +115,16 @@ def test_queries_match_the_embedded_catalogue(tmp_path, uri, onto):
                       "reflns.d_resolution_high != 1.5 or reflns_shell.outer.pdbx_CC_half = 0.5"]:
                 node = parse(q, onto)
                 assert [h["path"] for h in mongo.query(node)] == [h["path"] for h in emb.query(node)], q
+            # show works the same through either catalogue
+            ref = "facility=F/beamline=BL1/proposal=p/session=s/sample=x0/dataset=d/processing=run1"
+            views = []
+            for qs in ("embedded", "mongo"):
+                cat.config.query_sink = qs
+                v = cat.show(ref)
+                views.append((v.subject_id, v.kind, {k: [(r["key"], r["value"], r["unit"], r["run"]) for r in rs] for k, rs in v.records.items()}))
+                assert [c[2] for c in cat.show(ref.rsplit("/", 1)[0]).children] == [ref]
+            assert views[0] == views[1]
+            cat.config.query_sink = "embedded"
             node = parse("reflns.d_resolution_high < 3", onto)
             assert [h["path"] for h in mongo.query(node, {"beamline": "BL2"})] == [h["path"] for h in emb.query(node, {"beamline": "BL2"})]
             assert len(emb.query(node, {"beamline": "BL2"})) == 1

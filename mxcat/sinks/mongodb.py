@@ -91,8 +91,10 @@ class MongoSink:
             if sid not in subject_sets:
                 s: Subject | None = Subject.from_dict(env["subject"])
                 while s is not None and s.id not in subject_sets:  # ancestors too, so the hierarchy can be browsed
-                    subject_sets[s.id] = {"_subject": {"kind": s.kind, "path": s.path, **s.to_dict()}}
-                    s = s.parent
+                    parent = s.parent
+                    subject_sets[s.id] = {"_subject": {"kind": s.kind, "path": s.path, "parent": parent.id if parent else None,
+                                                       **s.to_dict()}}
+                    s = parent
             if env["type"] == "record":
                 doc = {"_id": env["id"], "subject_id": sid, "key": env["key"], "value": env["value"], "unit": env.get("unit"),
                        "provenance": env["provenance"]}
@@ -170,6 +172,29 @@ class MongoSink:
         for doc in self.subjects.find(flt, {"_subject": 1}).limit(limit):
             out.append({"subject_id": doc["_id"], "kind": doc["_subject"].get("kind"), "path": doc["_subject"].get("path")})
         return sorted(out, key=lambda d: d["path"] or "")
+
+    def find_subjects(self, ref: str) -> list[tuple[str, str, str]]:
+        """Subjects whose id starts with *ref* or whose path equals *ref*."""
+        import re
+
+        flt = {"$or": [{"_id": {"$regex": "^" + re.escape(ref)}}, {"_subject.path": ref}]}
+        return [(d["_id"], d["_subject"]["kind"], d["_subject"]["path"]) for d in self.subjects.find(flt, {"_subject": 1}).limit(20)]
+
+    def subject_records(self, subject_id: str) -> list[dict[str, Any]]:
+        out = []
+        for d in self.records.find({"subject_id": subject_id}).sort("key", 1):
+            p = d.get("provenance") or {}
+            out.append({"key": d["key"], "value": d["value"], "unit": d.get("unit"), "run": p.get("run"), "program": p.get("program"),
+                        "version": p.get("version"), "adapter": p.get("adapter"), "source": p.get("source"), "created": p.get("created")})
+        return out
+
+    def subject_tables(self, subject_id: str) -> list[dict[str, Any]]:
+        return [{"category": d["category"], "columns": d["columns"], "n_rows": d["n_rows"], "rows": self.table_rows(d["_id"])}
+                for d in self.tables.find({"subject_id": subject_id}).sort("category", 1)]
+
+    def children(self, subject_id: str) -> list[tuple[str, str, str]]:
+        docs = self.subjects.find({"_subject.parent": subject_id}, {"_subject": 1})
+        return sorted((d["_id"], d["_subject"]["kind"], d["_subject"]["path"]) for d in docs)
 
     def table_rows(self, table_id: str) -> list[list[Any]]:
         doc = self.tables.find_one({"_id": table_id})
