@@ -1,0 +1,86 @@
+"""Small helpers shared by the adapters: reading heads and text, numbers, and parse errors with lines."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import hashlib
+import re
+from pathlib import Path
+from typing import NoReturn
+
+from mxcat.errors import ParseError
+
+HEAD_BYTES = 8192
+MAX_TEXT_BYTES = 512 * 1024 * 1024
+
+
+def _opener(path: Path):  # noqa: ANN202 - returns a binary file object
+    with open(path, "rb") as f:
+        magic = f.read(3)
+    if magic[:2] == b"\x1f\x8b":
+        return gzip.open(path, "rb")
+    if magic == b"BZh":
+        return bz2.open(path, "rb")
+    return open(path, "rb")
+
+
+def read_head(path: Path, n: int = HEAD_BYTES) -> bytes:
+    """The first *n* bytes of a file, decompressed when it is gzip or bzip2; b'' when unreadable."""
+    try:
+        with _opener(path) as f:
+            return f.read(n)
+    except (OSError, EOFError, ValueError):
+        return b""
+
+
+def read_bytes(path: Path, adapter: str) -> bytes:
+    """The whole file (decompressed), or ParseError."""
+    try:
+        with _opener(path) as f:
+            data = f.read(MAX_TEXT_BYTES + 1)
+    except (OSError, EOFError, ValueError) as err:
+        raise ParseError(f"cannot read: {err}", adapter=adapter, path=path) from err
+    if len(data) > MAX_TEXT_BYTES:
+        raise ParseError(f"larger than {MAX_TEXT_BYTES} bytes", adapter=adapter, path=path)
+    return data
+
+
+def read_text(path: Path, adapter: str) -> str:
+    """The file as text (UTF-8, undecodable bytes replaced), or ParseError."""
+    return read_bytes(path, adapter).decode("utf-8", errors="replace")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+_NUM = re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$")
+
+
+def number(text: str | None) -> float | None:
+    """A float from text such as ' 1.62 ', '.122' or '1e3'; None for empty, '-', 'nan' or junk."""
+    if text is None:
+        return None
+    t = text.strip()
+    if not t or not _NUM.match(t):
+        return None
+    return float(t)
+
+
+def integer(text: str | None) -> int | None:
+    v = number(text)
+    return int(v) if v is not None and float(v).is_integer() else None
+
+
+def fail(adapter: str, path: Path, reason: str, line: int | None = None) -> NoReturn:
+    raise ParseError(reason, adapter=adapter, path=path, line=line)
+
+
+def line_of(text: str, offset: int) -> int:
+    """1-based line number of a character offset."""
+    return text.count("\n", 0, offset) + 1
