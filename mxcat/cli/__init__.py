@@ -52,12 +52,15 @@ def _root(
 
 
 def _register() -> None:
-    from mxcat.cli import catalogue, demo, ontology
+    from mxcat.cli import adapters, catalogue, demo, ontology
 
     app.add_typer(ontology.app, name="ontology")
     app.add_typer(catalogue.outbox_app, name="outbox")
     app.add_typer(catalogue.config_app, name="config")
+    app.add_typer(adapters.adapters_app, name="adapters")
     app.command("demo")(demo.demo)
+    app.command("ingest")(adapters.ingest)
+    app.command("parse")(adapters.parse_cmd)
     app.command("push")(catalogue.push)
     app.command("show")(catalogue.show)
     app.command("query")(catalogue.query)
