@@ -11,18 +11,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mxcat.errors import MxcatError
 from mxcat.ontology import load
 from mxcat.ontology.model import ItemDef
 
 app = typer.Typer(help="Lint, browse, compare and export the mmCAT dictionaries.", no_args_is_help=True)
 console = Console()
-
-
-class LintFailed(MxcatError):
-    """Lint found errors (exit 1, like any linter)."""
-
-    exit_code = 1
 
 
 @app.command()

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -492,11 +491,4 @@ def compare_with_pdbx(item: ItemDef, p: PdbxItem) -> list[Problem]:
         mine is not None and p.hard_range is not None and not (mine.covers(p.hard_range) and p.hard_range.covers(mine))
     ):
         out.append(_p(item, "pdbx-redefined", f"hard range {mine} differs from PDBx {p.hard_range}", tag="_item_range.minimum"))
-    return out
-
-
-def group_by_file(problems: list[Problem]) -> dict[str, list[Problem]]:
-    out: dict[str, list[Problem]] = defaultdict(list)
-    for p in problems:
-        out[p.path].append(p)
     return out

@@ -255,10 +255,3 @@ class Component:
     path: Path
     history: list[tuple[str, str, str]] = field(default_factory=list)
     """(version, date, revision text) rows of ``_dictionary_history``."""
-
-
-def source_location(path: str | Path | None, line: int | None) -> str:
-    """``file:line`` for messages."""
-    if path is None:
-        return "<unknown>"
-    return f"{path}:{line}" if line else str(path)
