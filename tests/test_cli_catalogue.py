@@ -81,3 +81,23 @@ def test_malformed_push_file_names_file_and_line(capsys, data_dir, tmp_path):
     p.write_text('{"subject": {"beamline": "b"},\n "values": {"x": 1,}\n}')
     code, _, err = run(["push", str(p)], capsys)
     assert code == 5 and f"{p}:2" in err
+
+
+def test_deliver_runs_in_the_background_until_stopped(capsys, data_dir, doc, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"version: 1\nsinks:\n  embedded:\n    type: embedded\n    options:\n      path: {tmp_path}/cat.sqlite\n"
+                   "  slow:\n    type: flaky\n    options:\n      fail_first: 1\n")
+    run(["--config", str(cfg), "push", str(doc)], capsys)
+    code, out, _ = run(["--config", str(cfg), "deliver", "--timeout", "2"], capsys)
+    assert code == 0 and "delivering to embedded, slow" in out
+
+
+def test_client_record_raises_on_a_rejected_value(data_dir, dataset):
+    from mxcat.client import Catalogue
+    from mxcat.errors import ValidationError
+
+    with Catalogue.open() as cat:
+        cat.record(dataset, "mmcat_collection.exposure_time", 0.5)
+        with pytest.raises(ValidationError, match="out of range"):
+            cat.record(dataset, "mmcat_collection.transmission", 250)
+        assert cat.show(dataset).records["mmcat_collection"][0]["value"] == 0.5
