@@ -17,6 +17,7 @@ from pathlib import Path
 from mxcat.adapters import Adapter, Parsed, claim, registry
 from mxcat.adapters._util import sha256_file
 from mxcat.errors import ParseError, ValidationError
+from mxcat.ingest import Rejection
 from mxcat.records import LEVELS, Batch, Provenance, Subject
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ class FileOutcome:
     batches: list[Batch] = field(default_factory=list)
     error: ParseError | ValidationError | None = None
     notes: list[str] = field(default_factory=list)
+    dropped: list[Rejection] = field(default_factory=list)
+    """Values the file holds but mmCAT forbids (left out by the adapter), recorded like rejections."""
 
 
 def batches_for(parsed: Parsed, sha256: str, context: Context) -> list[Batch]:
@@ -95,7 +98,8 @@ def read_file(path: Path, context: Context, adapters: dict[str, Adapter] | None 
         if chosen is None:
             return FileOutcome(path, None, notes=["no adapter claims this file"])
         parsed = chosen.parse(path)
-        outcome = FileOutcome(path, chosen.name, notes=list(parsed.notes))
+        outcome = FileOutcome(path, chosen.name, notes=list(parsed.notes),
+                              dropped=[Rejection(k, v, r, None, str(path)) for k, v, r in parsed.dropped])
         outcome.batches = batches_for(parsed, sha256_file(path), context)
         return outcome
     except (ParseError, ValidationError) as err:

@@ -64,6 +64,8 @@ class Parsed:
     """Subject hints found in the file: ``dataset``, ``sample``, ``beamline``, ``facility``..."""
     notes: list[str] = field(default_factory=list)
     """How ambiguous things were decided (for example whether Rmerge was a percentage)."""
+    dropped: list[tuple[str, Any, str]] = field(default_factory=list)
+    """(key, value, reason) of values found in the file but left out because mmCAT forbids them."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +75,7 @@ class Parsed:
             "version": self.version,
             "hints": self.hints,
             "notes": self.notes,
+            "dropped": [{"key": k, "value": v, "reason": r} for k, v, r in self.dropped],
             "results": [
                 {
                     "level": r.level,

@@ -7,9 +7,12 @@ import gzip
 import hashlib
 import re
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from mxcat.errors import ParseError
+
+if TYPE_CHECKING:
+    from mxcat.adapters import Parsed
 
 HEAD_BYTES = 8192
 MAX_TEXT_BYTES = 512 * 1024 * 1024
@@ -84,3 +87,49 @@ def fail(adapter: str, path: Path, reason: str, line: int | None = None) -> NoRe
 def line_of(text: str, offset: int) -> int:
     """1-based line number of a character offset."""
     return text.count("\n", 0, offset) + 1
+
+
+def keep_valid(parsed: Parsed) -> Parsed:
+    """Leave out values and table cells that break their mmCAT definition, each recorded in ``parsed.dropped``.
+
+    A file can hold numbers its definition forbids: a damaged file (a CC1/2 of 9.995), or a real
+    value outside a PDBx hard range (a weak outer shell's CC1/2 of -0.02). Such values are dropped
+    one by one with the reason and the rest of the file is kept; ``mxcat ingest`` records every
+    drop with the outbox's rejections and reports it, like a value rejected at ingest.
+    """
+    from mxcat.errors import ValidationError
+    from mxcat.ontology import load
+
+    onto = load()
+    for res in parsed.results:
+        where = f"result {res.label}: " if res.label else ""
+        kept = []
+        for o in res.values:
+            try:
+                if o.scheme is None and o.selector is None:
+                    onto.validate(o.key, o.value, o.unit)
+            except ValidationError as err:
+                parsed.dropped.append((o.key, o.value, f"{where}{err.reason}"))
+                parsed.notes.append(f"{where}dropped {o.key} = {o.value!r}: {err.reason}")
+                continue
+            kept.append(o)
+        res.values = kept
+        tables = []
+        for cat, rows in res.tables:
+            clean_rows = []
+            for i, row in enumerate(rows):
+                clean = {}
+                for col, v in row.items():
+                    val, unit = (v.get("value"), v.get("unit")) if isinstance(v, dict) else (v, None)
+                    if val is not None:
+                        try:
+                            onto.validate(f"{cat}.{col}", val, unit)
+                        except ValidationError as err:
+                            parsed.dropped.append((f"{cat}.{col}", val, f"{where}row {i + 1}: {err.reason}"))
+                            parsed.notes.append(f"{where}dropped {cat}.{col} of row {i + 1} = {val!r}: {err.reason}")
+                            continue
+                    clean[col] = v
+                clean_rows.append(clean)
+            tables.append((cat, clean_rows))
+        res.tables = tables
+    return parsed

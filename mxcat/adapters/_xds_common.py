@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mxcat.adapters import Parsed, Result
-from mxcat.adapters._util import number
+from mxcat.adapters import Result
+from mxcat.adapters._util import keep_valid, number  # noqa: F401 - keep_valid is used as xc.keep_valid
 from mxcat.errors import ParseError
 
 # -- banner, parameters, errors --------------------------------------------------------------------
@@ -473,46 +473,3 @@ def _add(r: Result, key: str, value: Any) -> None:
         r.add(key, value["value"], value["unit"])
     else:
         r.add(key, value)
-
-
-# -- validation against mmCAT ------------------------------------------------------------------------
-
-
-def keep_valid(parsed: Parsed) -> Parsed:
-    """Leave out values and table cells that break their mmCAT definition, each with a note.
-
-    A damaged file can hold numbers no experiment gives (a CC1/2 of 9.995, a negative distance);
-    such values are dropped one by one with the reason, and the rest of the file is kept.
-    """
-    from mxcat.errors import ValidationError
-    from mxcat.ontology import load
-
-    onto = load()
-    for res in parsed.results:
-        where = f"result {res.label}: " if res.label else ""
-        kept = []
-        for o in res.values:
-            try:
-                onto.validate(o.key, o.value, o.unit)
-            except ValidationError as err:
-                parsed.notes.append(f"{where}dropped {o.key} = {o.value!r}: {err.reason}")
-                continue
-            kept.append(o)
-        res.values = kept
-        tables = []
-        for cat, rows in res.tables:
-            clean_rows = []
-            for i, row in enumerate(rows):
-                clean = {}
-                for col, v in row.items():
-                    val, unit = (v.get("value"), v.get("unit")) if isinstance(v, dict) else (v, None)
-                    try:
-                        onto.validate(f"{cat}.{col}", val, unit)
-                    except ValidationError as err:
-                        parsed.notes.append(f"{where}dropped {cat}.{col} of row {i + 1} = {val!r}: {err.reason}")
-                        continue
-                    clean[col] = v
-                clean_rows.append(clean)
-            tables.append((cat, clean_rows))
-        res.tables = tables
-    return parsed

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from mxcat.adapters import Parsed
-from mxcat.adapters._util import read_bytes
-from mxcat.adapters.ispyb_xml import SHELLS, Block, Source, assemble, keep_valid, norm, num, text
+from mxcat.adapters._util import keep_valid, read_bytes
+from mxcat.adapters.ispyb_xml import SHELLS, Block, Source, assemble, norm, num, text
 from mxcat.errors import ParseError
 
 NAME = "edna2_ispyb_json"

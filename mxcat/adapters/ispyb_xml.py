@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from mxcat.adapters import Parsed, Result
-from mxcat.adapters._util import line_of, number, read_bytes
+from mxcat.adapters._util import keep_valid, line_of, number, read_bytes
 from mxcat.errors import ParseError
 
 NAME = "ispyb_xml"
@@ -446,27 +446,6 @@ def _integration_values(r: Result, b: Block, notes: list[str]) -> None:
         notes.append(f"{b.where} integrates {len(sweeps)} sweeps; mmcat_integration holds the first: " + "; ".join(sweeps))
 
 
-def keep_valid(parsed: Parsed) -> Parsed:
-    """Leave out values that break their mmCAT definition (a damaged file), each with a note.
-
-    A damaged file can hold numbers no instrument gives (a CC1/2 of 9.995, a negative distance);
-    those values are dropped one by one with the reason, and the rest of the file is kept.
-    """
-    from mxcat.errors import ValidationError
-    from mxcat.ontology import load
-
-    onto = load()
-    for r in parsed.results:
-        kept = []
-        for o in r.values:
-            try:
-                onto.validate(o.key, o.value, o.unit)
-            except ValidationError as err:
-                parsed.notes.append(f"dropped {o.key} = {o.value!r}: {err.reason}")
-                continue
-            kept.append(o)
-        r.values = kept
-    return parsed
 
 
 # -- XML reading ------------------------------------------------------------------------------------

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from mxcat.adapters import Parsed, Result
-from mxcat.adapters._util import read_bytes
-from mxcat.adapters.ispyb_xml import iso_time, keep_valid, num, text
+from mxcat.adapters._util import keep_valid, read_bytes
+from mxcat.adapters.ispyb_xml import iso_time, num, text
 from mxcat.errors import ParseError
 
 NAME = "mxcube_dc"

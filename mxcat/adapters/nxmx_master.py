@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from mxcat.adapters import Parsed, Result
-from mxcat.adapters.ispyb_xml import dataset_from_image, iso_time, keep_valid
+from mxcat.adapters._util import keep_valid
+from mxcat.adapters.ispyb_xml import dataset_from_image, iso_time
 from mxcat.errors import ParseError
 
 NAME = "nxmx_master"

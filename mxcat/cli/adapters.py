@@ -113,6 +113,11 @@ def ingest(
                     unclaimed.append(f)
                     continue
                 per_adapter[out.adapter] += 1
+                if out.dropped:
+                    rejected += len(out.dropped)
+                    rejections += [f"{f}: {r}" for r in out.dropped]
+                    if not dry_run:
+                        cat.outbox.record_rejections(out.dropped)
                 for b in out.batches:
                     if dry_run:
                         prep = cat.prepare(b)
