@@ -87,6 +87,11 @@ def demo(
                     v = r["value"]
                     table.add_row(r["key"], f"{v:g}" if isinstance(v, float) else str(v), "" if r["unit"] in (None, "none") else r["unit"])
             console.print(table)
+        corpus = _find_corpus()
+        if corpus is not None:
+            _ingest_real_files(cat, corpus, dataset)
+        else:
+            console.print("real program outputs: not found (set MXCAT_CORPUS to the shared corpus to ingest them)", highlight=False)
         status = {s.state: s.count for s in cat.outbox.status()}
         console.print(f"outbox: {status}; catalogue: {cat.sink('embedded').count()} in {data_dir}"
                       + (" (temporary)" if tmp else ""), highlight=False)
@@ -95,3 +100,59 @@ def demo(
     console.print(f"done in {time.perf_counter() - t0:.2f} s", highlight=False)
     if not report.ok:
         raise typer.Exit(1)
+
+
+REAL_FILES = (
+    "ispyb_xml/autoproc-1.1.7-20221123_esrf_2023_staraniso.xml",
+    "aimless/aimless-0.7.2_soleil_P41212_splTsm_2.xml",
+    "xds/CORRECT_xds-2010dec06_edna-tryp1.LP",
+    "xia2/xia2-2014_dls-i04-1_C2221_xia2-summary.dat",
+    "xia2/xia2-0.3.6.3_dls-i04-1_indexing-error_xia2.txt",
+    "dials/dials_insulin_scaled.expt",
+    "live_analysis/dozor-2.0.2_esrf.log",
+    "crystfel/crystfel-0.9.1_lcls-cspad_xgandalf_test.stream",
+    "detector/dls-i03-eiger16m_xrc_209_master.h5",
+)
+"""Real outputs of autoPROC, AIMLESS, XDS, xia2, DIALS, dozor, CrystFEL and a DECTRIS master file."""
+
+
+def _find_corpus() -> Path | None:
+    import os
+
+    for cand in (os.environ.get("MXCAT_CORPUS"), "../shared/corpus", Path(__file__).resolve().parents[3] / "shared" / "corpus"):
+        if cand and Path(cand).is_dir():
+            return Path(cand)
+    return None
+
+
+def _ingest_real_files(cat: object, corpus: Path, dataset: Subject) -> None:
+    from mxcat.adapters import registry
+    from mxcat.ingest_files import Context, read_file
+
+    regs = registry()
+    table = Table("file", "adapter", "results", "stored", "rejected", "key values", title=f"real program outputs from {corpus}",
+                  title_justify="left")
+    ctx = Context(facility=dataset.facility, beamline=dataset.beamline, proposal=dataset.proposal, session=dataset.session)
+    for rel in REAL_FILES:
+        path = corpus / rel
+        if not path.is_file():
+            continue
+        out = read_file(path, ctx, regs)
+        if out.error is not None:
+            table.add_row(path.name, out.adapter or "", "", "", "", f"[red]{escape(str(out.error))}[/]")
+            continue
+        stored = rejected = 0
+        summary: list[str] = []
+        for b in out.batches:
+            r = cat.ingest(b, deliver_timeout=None)  # type: ignore[attr-defined]
+            stored += r.records + r.tables
+            rejected += len(r.rejected)
+            for rec in cat.prepare(b).records:  # type: ignore[attr-defined]
+                if rec.key in ("reflns.d_resolution_high", "mmcat_processing.status", "pdbx_serial_crystallography_data_reduction.frames_indexed",
+                               "mmcat_collection.number_of_images") and len(summary) < 3:
+                    v = rec.value
+                    summary.append(f"{rec.key.split('.')[-1]}={v:g}" if isinstance(v, float) else f"{rec.key.split('.')[-1]}={v}")
+        table.add_row(path.name[:38], out.adapter or "-", str(len(out.batches)), str(stored), str(rejected + len(out.dropped)), ", ".join(summary))
+    console.print(table)
+    stats = cat.deliver(timeout=30)  # type: ignore[attr-defined]
+    console.print(f"delivered {stats.delivered} to the embedded catalogue", highlight=False)
