@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 
 from mxcat.adapters import Parsed, Result
-from mxcat.adapters._util import fail, read_text
+from mxcat.adapters._util import fail, keep_valid, read_text
 from mxcat.adapters.xia2_summary import space_group
 
 NAME = "xdsapp_results"
@@ -121,7 +121,7 @@ class XdsappResults:
             r.add("mmcat_processing.end_time", datetime.strptime(header["date"][0], "%Y-%m-%d %H:%M:%S").isoformat())
         r.add("mmcat_collection.directory", header.get("images", (None,))[0] or None)
         hints = {"dataset": header["dataset"][0]} if header.get("dataset", ("",))[0] else {}
-        return Parsed(adapter=NAME, path=path, program="XDSAPP", results=[r], hints=hints, notes=notes)
+        return keep_valid(Parsed(adapter=NAME, path=path, program="XDSAPP", results=[r], hints=hints, notes=notes))
 
     def _table1(self, r: Result, table: dict[str, tuple[str, int]], settings: dict[str, tuple[str, int]], path: Path,
                 notes: list[str]) -> None:
@@ -150,10 +150,7 @@ class XdsappResults:
             overall, outer = self._pair("R_meas", table["R_meas [%]"], 0, None, path)
             item = "pdbx_Rrim_I_all" if friedel == "TRUE" else "mmcat_Rmeas_within_IplusIminus"
             for prefix, v in (("reflns", overall), ("reflns_shell.outer", outer)):
-                if v is not None and item == "pdbx_Rrim_I_all" and not (0 < v and (prefix != "reflns" or v < 500)):
-                    notes.append(f"R_meas {v}% not stored as {prefix}.{item}: outside what mmCAT accepts")
-                    continue
-                r.add(f"{prefix}.{item}", v, "%")
+                r.add(f"{prefix}.{item}", v, "%")  # keep_valid() drops and records what mmCAT forbids
         if "CC(1/2)" in table:
             overall, outer = self._pair("CC(1/2)", table["CC(1/2)"], -100, 100, path)
             # XDS and XDSAPP print CC(1/2) in percent; an overall value of at most 1 can only be a fraction

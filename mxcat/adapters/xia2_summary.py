@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from mxcat.adapters import Parsed, Result
-from mxcat.adapters._util import fail, read_text
+from mxcat.adapters._util import fail, keep_valid, read_text
 from mxcat.errors import ParseError
 
 NAME = "xia2_summary"
@@ -41,12 +40,6 @@ class Stat:
     """Below this the file is corrupt (ParseError)."""
     hi: float | None = None
     """Above this the file is corrupt (ParseError)."""
-    keep: Callable[[float, bool], bool] | None = None
-    """(value, is_shell) -> whether mmCAT can hold the value; others are skipped with a note."""
-
-
-def _positive(v: float, _shell: bool) -> bool:
-    return v > 0
 
 
 STAT_ROWS: dict[str, Stat] = {
@@ -57,19 +50,18 @@ STAT_ROWS: dict[str, Stat] = {
     "I/sigma": Stat("reflns.pdbx_netI_over_sigmaI", "pdbx_netI_over_sigmaI_obs"),
     # xia2 before about 2015 printed a bare "Rmerge"; later ones tell Rmerge(I) (I+ and I- merged)
     # from Rmerge(I+/-) (within I+/I-), which mmCAT has no item for.
-    "Rmerge": Stat("reflns.pdbx_Rmerge_I_obs", "Rmerge_I_obs", lo=0, keep=lambda v, s: v < (145 if s else 10)),
-    "Rmerge(I)": Stat("reflns.pdbx_Rmerge_I_obs", "Rmerge_I_obs", lo=0, keep=lambda v, s: v < (145 if s else 10)),
+    "Rmerge": Stat("reflns.pdbx_Rmerge_I_obs", "Rmerge_I_obs", lo=0),
+    "Rmerge(I)": Stat("reflns.pdbx_Rmerge_I_obs", "Rmerge_I_obs", lo=0),
     "Rmerge(I+/-)": Stat(None),
-    "Rmeas(I)": Stat("reflns.pdbx_Rrim_I_all", "pdbx_Rrim_I_all", lo=0, keep=lambda v, s: v > 0 and (s or v < 5)),
+    "Rmeas(I)": Stat("reflns.pdbx_Rrim_I_all", "pdbx_Rrim_I_all", lo=0),
     "Rmeas(I+/-)": Stat("reflns.mmcat_Rmeas_within_IplusIminus", "mmcat_Rmeas_within_IplusIminus", lo=0),
-    "Rpim(I)": Stat("reflns.pdbx_Rpim_I_all", "pdbx_Rpim_I_all", lo=0, keep=_positive),
+    "Rpim(I)": Stat("reflns.pdbx_Rpim_I_all", "pdbx_Rpim_I_all", lo=0),
     "Rpim(I+/-)": Stat("reflns.mmcat_Rpim_within_IplusIminus", "mmcat_Rpim_within_IplusIminus", lo=0),
-    "CC half": Stat("reflns.pdbx_CC_half", "pdbx_CC_half", lo=-1, hi=1, keep=_positive),
+    "CC half": Stat("reflns.pdbx_CC_half", "pdbx_CC_half", lo=-1, hi=1),
     "Wilson B factor": Stat("reflns.B_iso_Wilson_estimate"),
     "Partial bias": Stat("reflns.mmcat_fractional_partial_bias", "mmcat_fractional_partial_bias"),
     "Anomalous completeness": Stat("reflns.pdbx_percent_possible_anomalous", "pdbx_percent_possible_anomalous", "%", lo=0, hi=100),
-    "Anomalous multiplicity": Stat("reflns.pdbx_redundancy_anomalous", "pdbx_redundancy_anomalous", lo=0,
-                                   keep=lambda v, s: v >= 1),
+    "Anomalous multiplicity": Stat("reflns.pdbx_redundancy_anomalous", "pdbx_redundancy_anomalous", lo=0),
     "Anomalous correlation": Stat("reflns.pdbx_CC_half_anomalous", "pdbx_CC_half_anomalous", lo=-1, hi=1),
     "Anomalous slope": Stat(None),
     "dF/F": Stat(None),
@@ -134,11 +126,8 @@ def add_statistics(result: Result, block: StatBlock, notes: list[str], adapter: 
         columns = [(stat.overall, values[0], False)]
         if stat.shell is not None and len(values) == 3:
             columns += [(f"reflns_shell.{shell}.{stat.shell}", v, True) for shell, v in zip(SHELLS, values[1:], strict=True)]
-        for key, v, is_shell in columns:
-            if stat.keep is not None and not stat.keep(v, is_shell):
-                notes.append(f"{block.name}: {label} = {v:g} not stored as {key}: outside what mmCAT accepts")
-                continue
-            result.add(key, int(v) if stat.integer else v, stat.unit)
+        for key, v, _is_shell in columns:
+            result.add(key, int(v) if stat.integer else v, stat.unit)  # keep_valid() drops and records what mmCAT forbids
 
 
 def space_group(text: str) -> tuple[str, int | None]:
@@ -324,7 +313,7 @@ class Xia2Summary:
             hints["dataset"] = str(dataset_names.pop())
         if any("Rmerge" in b.rows for _, b in blocks):
             notes.append("'Rmerge' (an older xia2 label) is stored as Rmerge with I+ and I- merged (pdbx_Rmerge_I_obs)")
-        return Parsed(adapter=NAME, path=path, program="xia2", results=results, hints=hints, notes=notes)
+        return keep_valid(Parsed(adapter=NAME, path=path, program="xia2", results=results, hints=hints, notes=notes))
 
 
 def _sweep_line(sweep: dict[str, str | int], line: str, path: Path, n: int) -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mxcat.adapters import Parsed, Result
-from mxcat.adapters._util import fail, read_text
+from mxcat.adapters._util import fail, keep_valid, read_text
 from mxcat.adapters.xia2_summary import (
     STAT_ROW_RE,
     StatBlock,
@@ -188,8 +188,8 @@ class Xia2Txt:
         names = {str(s["hint"]) for c in crystals.values() for ss in c.sweeps.values() for s in ss if s.get("hint")}
         if len(names) == 1:
             hints["dataset"] = names.pop()
-        return Parsed(adapter=NAME, path=path, program="xia2", version=version, results=results or [common], hints=hints,
-                      notes=notes)
+        return keep_valid(Parsed(adapter=NAME, path=path, program="xia2", version=version, results=results or [common],
+                                 hints=hints, notes=notes))
 
 
 def _sweep_line(sweep: dict[str, str | int], line: str, path: Path, n: int) -> None:
