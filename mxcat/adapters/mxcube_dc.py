@@ -109,6 +109,10 @@ class MxcubeDataCollection:
             raise ParseError(f"not valid JSON: {err.msg}", adapter=NAME, path=path, line=err.lineno) from err
         except RecursionError as err:
             raise _fail(path, "JSON nested too deeply") from err
+        return self.parse_dict(doc, path)
+
+    def parse_dict(self, doc: Any, path: Path = Path("<mxcube>")) -> Parsed:
+        """Read a collection dictionary already in memory (what MXCuBE hands its LIMS object)."""
         if isinstance(doc, list):
             if len(doc) != 1:
                 raise _fail(path, f"a list of {len(doc)} collections; one collection dictionary per file is supported")

@@ -1,0 +1,1 @@
+"""MXCuBE integration: a LIMS hardware object that sends collection metadata to mxcat."""
