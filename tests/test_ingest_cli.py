@@ -75,3 +75,13 @@ def test_dry_run_stores_nothing(capsys, data_dir, files):
 def test_ingest_needs_a_beamline_or_facility(capsys, data_dir, files):
     code, out, _ = run(["ingest", str(files / "CORRECT_xds-2010dec06_edna-tryp1.LP"), "--json"], capsys)
     assert code == 5 and "beamline" in json.loads(out)["errors"][0]
+
+
+def test_parse_errors_name_adapter_file_and_line(capsys, tmp_path, corpus):
+    bad = tmp_path / "run[red]" / "xia2-summary.dat"
+    bad.parent.mkdir()
+    text = (corpus / "xia2/xia2-2014_dls-i04-1_C2221_xia2-summary.dat").read_text()
+    bad.write_text(text[: len(text) // 2].rsplit("\n", 1)[0] + "\nHigh resolution limit\tnot-a-number\n")
+    code, _, err = run(["parse", str(bad)], capsys)
+    assert code == 5
+    assert "[xia2_summary]" in err and "run[red]/xia2-summary.dat:" in err

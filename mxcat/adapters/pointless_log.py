@@ -23,7 +23,7 @@ from pathlib import Path
 
 from mxcat.adapters import Parsed, Result
 from mxcat.adapters import _xds_common as xc
-from mxcat.adapters._util import read_text
+from mxcat.adapters._util import number, read_text
 from mxcat.errors import ParseError
 
 NAME = "pointless_log"
@@ -77,7 +77,7 @@ class PointlessLog:
             raise ParseError("no 'Best Solution:' block (file truncated or POINTLESS did not finish)",
                              adapter=NAME, path=path, line=len(lines))
         self._best(r, lines, best, _BEST.match(lines[best]), path, notes)  # type: ignore[arg-type]
-        self._alternatives(lines, notes)
+        self._alternatives(lines, r)
         r.add("mmcat_processing.status", "success")
         parsed.results.append(r)
         return xc.keep_valid(parsed)
@@ -111,6 +111,12 @@ class PointlessLog:
             notes.append(f"POINTLESS chose point group {group} only (no space group): none stored")
         xc.add_cell(r, cell)
         self._check_cell(group if kind == "space" else None, cell, notes)
+        for label, key in (("Space group confidence", "mmcat_processing.space_group_confidence"),
+                           ("Laue group confidence", "mmcat_processing.laue_group_confidence")):
+            if label in fields:
+                r.add(key, number(fields[label]))
+        if fields.get("Reindex operator"):
+            r.add("mmcat_processing.reindex_operator", fields["Reindex operator"].strip())
         if fields:
             notes.append("POINTLESS best solution: " + "; ".join(f"{k.lower()} {v}" for k, v in fields.items()))
 
@@ -137,9 +143,9 @@ class PointlessLog:
             notes.append(f"the Best Solution cell {' '.join(f'{v:g}' for v in cell)} breaks the symmetry of {group}; stored as printed")
 
     @staticmethod
-    def _alternatives(lines: list[str], notes: list[str]) -> None:
-        """The scored Laue groups and the possible space groups, as notes."""
-        laue, sgs = [], []
+    def _alternatives(lines: list[str], r: Result) -> None:
+        """The scored Laue groups and the possible space groups, as one mmcat_space_group_candidate table."""
+        rows: list[dict[str, object]] = []
         i = next((k for k, ln in enumerate(lines) if ln.strip().startswith("Laue Group") and "Lklhd" in ln), None)
         if i is not None:
             for ln in lines[i + 1 : i + 60]:
@@ -147,21 +153,22 @@ class PointlessLog:
                     break
                 m = _LAUE_ROW.match(ln)
                 if m:
-                    mark = {">": " accepted", "=": " accepted, input", "-": " rejected, input"}.get(m.group(1) or "", "")
-                    laue.append(f"{' '.join(m.group(3).split())} {m.group(5)}{mark}")
+                    reindex = re.search(r"(\[[^\]]*\])\s*$", ln)
+                    rows.append({"kind": "laue_group", "rank": int(m.group(2)), "name_H-M": " ".join(m.group(3).split()),
+                                 "probability": float(m.group(5)), "reindex_operator": reindex.group(1) if reindex else None,
+                                 "accepted": "yes" if m.group(1) in (">", "=") else "no"})
         j = next((k for k, ln in enumerate(lines) if ln.strip().startswith("Spacegroup") and "TotProb" in ln), None)
         if j is not None:
+            rank = 0
             for ln in lines[j + 1 : j + 60]:
                 if ln.strip().startswith("---") or "confidence" in ln:
                     break
                 m = _SG_ROW.match(ln)
                 if m:
-                    reindex = f" {m.group(5)}" if m.group(5) else ""
-                    sgs.append(f"{' '.join(m.group(1).split())} ({m.group(2)}) TotProb {m.group(3)} SysAbsProb {m.group(4)}{reindex}")
-        if laue:
-            notes.append("POINTLESS Laue groups (likelihood): " + "; ".join(laue))
-        if sgs:
-            notes.append("POINTLESS possible space groups: " + "; ".join(sgs))
-
+                    rank += 1
+                    rows.append({"kind": "space_group", "rank": rank, "name_H-M": " ".join(m.group(1).split()), "IT_number": int(m.group(2)),
+                                 "probability": float(m.group(3)), "systematic_absence_probability": float(m.group(4)),
+                                 "reindex_operator": m.group(5), "accepted": "yes" if rank == 1 else "no"})
+        r.table("mmcat_space_group_candidate", [{k: v for k, v in row.items() if v is not None} for row in rows])
 
 ADAPTER = PointlessLog()

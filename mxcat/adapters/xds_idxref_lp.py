@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mxcat.adapters import Parsed, Result
 from mxcat.adapters import _xds_common as xc
-from mxcat.adapters._util import read_text
+from mxcat.adapters._util import number, read_text
 from mxcat.errors import ParseError
 
 NAME = "xds_idxref_lp"
@@ -94,7 +94,7 @@ class XdsIdxrefLp:
             xc.add_geometry(r, geom, qx, qy, notes, "IDXREF")
             if "beam_px" in geom:
                 notes.append("refined beam centre: the direct-beam position XDS prints in pixels, times the pixel size QX, QY")
-        self._notes(lines, notes)
+        self._indexing(lines, r, notes)
         if failures:
             xc.add_failure(r, failures, notes)
         else:
@@ -103,8 +103,8 @@ class XdsIdxrefLp:
         return xc.keep_valid(parsed)
 
     @staticmethod
-    def _notes(lines: list[str], notes: list[str]) -> None:
-        """Reduced cell, indexed spots and lattice characters: no mmCAT items, so notes."""
+    def _indexing(lines: list[str], r: Result, notes: list[str]) -> None:
+        """Reduced cell (a note), indexed spots, and the lattice-character table."""
         for i, line in enumerate(lines):
             if "PARAMETERS OF THE REDUCED CELL" in line and i + 1 < len(lines):
                 cell = xc.numbers(lines[i + 1], 6)
@@ -113,23 +113,29 @@ class XdsIdxrefLp:
         indexed = [m for ln in lines if (m := _INDEXED.match(ln))]
         if indexed:
             m = indexed[-1]
-            notes.append(f"{m.group(1)} of {m.group(2)} spots indexed")
+            r.add("mmcat_integration.n_spots_indexed", int(m.group(1)))
+            r.add("mmcat_integration.n_spots_used", int(m.group(2)))
         at = _section(lines, "DETERMINATION OF LATTICE CHARACTER AND BRAVAIS LATTICE")
         if at is None:
             return
-        marked, best = [], []
+        rows = []
         for line in lines[at + 1 :]:
             if line.strip().startswith("*****"):
                 break
             m = _LATTICE.match(line)
             if not m:
                 continue
-            entry = f"{m.group(2)} {m.group(3)} (quality {m.group(4)}; cell {' '.join(m.group(5).split())})"
-            (marked if m.group(1) else best).append(entry)
-        if marked:
-            notes.append("lattice characters consistent with the spots (marked *): " + "; ".join(marked))
-        if best:
-            notes.append("best other lattice characters: " + "; ".join(best[:3]))
-
+            cell = xc.numbers(m.group(5), 6)
+            quality = number(m.group(4))
+            if cell is None or quality is None:
+                notes.append(f"lattice character line not understood: {line.strip()}")
+                continue
+            row = {"index": int(m.group(2)), "bravais_lattice": m.group(3), "quality_of_fit": quality,
+                   "consistent": "yes" if m.group(1) else "no"}
+            for name, v in zip(("cell_length_a", "cell_length_b", "cell_length_c", "cell_angle_alpha", "cell_angle_beta", "cell_angle_gamma"),
+                               cell, strict=True):
+                row[name] = v
+            rows.append(row)
+        r.table("mmcat_lattice_character", rows)
 
 ADAPTER = XdsIdxrefLp()

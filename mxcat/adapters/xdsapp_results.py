@@ -146,6 +146,7 @@ class XdsappResults:
         if friedel not in ("TRUE", "FALSE"):
             fail(NAME, path, f"'Friedels law' is {friedel!r}, not TRUE or FALSE", settings["Friedels law"][1])
         r.add("mmcat_processing.anomalous", "no" if friedel == "TRUE" else "yes")
+        r.add("mmcat_processing.status", "success")  # XDSAPP writes this summary only for a finished run
         if "R_meas [%]" in table:
             overall, outer = self._pair("R_meas", table["R_meas [%]"], 0, None, path)
             item = "pdbx_Rrim_I_all" if friedel == "TRUE" else "mmcat_Rmeas_within_IplusIminus"

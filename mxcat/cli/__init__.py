@@ -12,6 +12,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from mxcat import __version__
 from mxcat.errors import InternalError, MxcatError
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     except MxcatError as err:
         if state.debug:
             err_console.print_exception()
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted")
@@ -90,5 +91,5 @@ def main(argv: list[str] | None = None) -> None:
         if state.debug:
             err_console.print_exception()
         wrapped = InternalError(f"{type(err).__name__}: {err} (rerun with --debug and report it)")
-        err_console.print(f"[bold red]internal error:[/] {wrapped}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]internal error:[/] {escape(str(wrapped))}", highlight=False, soft_wrap=True)
         sys.exit(InternalError.exit_code)
