@@ -121,3 +121,43 @@ def test_directories_and_globs_expand(tmp_path):
     with pytest.raises(ParseError):
         list(expand([tmp_path / "missing.file"]))
     assert Path  # keep the import for readers
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_hypothesis_mutations_of_the_corpus_never_escape_as_anything_but_parse_errors(adapters, onto, tmp_path_factory, data):
+    """Hypothesis drives truncations, byte flips and line edits of every real corpus file."""
+    from mxcat.errors import ParseError
+
+    c = corpus_dir()
+    if c is None:
+        pytest.skip("the shared corpus is not present")
+    rel = data.draw(st.sampled_from(sorted(EXPECTED)))
+    raw = (c / rel).read_bytes()
+    op = data.draw(st.sampled_from(["truncate", "flip", "delete_line", "duplicate_line", "insert_junk"]))
+    if op == "truncate":
+        blob = raw[: data.draw(st.integers(0, len(raw)))]
+    elif op == "flip":
+        b = bytearray(raw)
+        for pos in data.draw(st.lists(st.integers(0, len(raw) - 1), min_size=1, max_size=6)):
+            b[pos] = data.draw(st.integers(0, 255))
+        blob = bytes(b)
+    else:
+        lines = raw.splitlines(keepends=True)
+        i = data.draw(st.integers(0, len(lines) - 1))
+        if op == "delete_line":
+            del lines[i]
+        elif op == "duplicate_line":
+            lines.insert(i, lines[data.draw(st.integers(0, len(lines) - 1))])
+        else:
+            lines.insert(i, data.draw(st.binary(max_size=80)) + b"\n")
+        blob = b"".join(lines)
+    path = tmp_path_factory.mktemp("mut") / Path(rel).name
+    path.write_bytes(blob)
+    try:
+        parsed = adapters[EXPECTED[rel]].parse(path)
+    except ParseError as err:
+        assert err.adapter == EXPECTED[rel] and err.path == str(path)
+        return
+    for b in batches_for(parsed, "0" * 64, Context(facility="TEST", beamline="BL")):
+        prepare(b, onto)  # may reject values one by one, never raises
