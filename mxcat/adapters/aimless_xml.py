@@ -235,6 +235,10 @@ class AimlessXml:
         mos = _num(ds.findtext("Mosaicity"), f"{where} mosaicity", path)
         if mos is not None:
             r.add("exptl_crystal.pdbx_mosaicity", mos)
+        # a Wilson B appears in some AIMLESS versions' XML (not in the corpus one); take it when present
+        wilson = next((el for el in ds.iter() if el.tag.lower().replace("_", "") in ("wilsonb", "bwilson", "wilsonbfactor")), None)
+        if wilson is not None:
+            r.add("reflns.B_iso_Wilson_estimate", _num(wilson.text, f"{where} Wilson B", path))
         r.add("mmcat_processing.shell_class_source", "AIMLESS Result summary: Overall, Inner and Outer columns")
 
     @staticmethod

@@ -187,3 +187,14 @@ def test_fuzz(corpus_file, tmp_path, onto):
                 continue
             for r in p.results:
                 values_of(p, onto, r.label)
+
+
+def test_wilson_b_is_read_when_present(corpus_file, tmp_path, onto):
+    text = corpus_file(XML).read_text()
+    assert "WilsonB" not in text  # the corpus run has none
+    i = text.index("<Result")
+    j = text.index(">", text.index("<Dataset", i)) + 1
+    p = tmp_path / "aimless.xml"
+    p.write_text(text[:j] + "<WilsonB>31.4</WilsonB>" + text[j:])
+    v, _ = values_of(ADAPTER.parse(p), onto)
+    assert v["reflns.B_iso_Wilson_estimate"] == 31.4
