@@ -62,6 +62,8 @@ def _register() -> None:
     app.command("demo")(demo.demo)
     app.command("ingest")(adapters.ingest)
     app.command("parse")(adapters.parse_cmd)
+    app.command("analyse")(adapters.analyse_cmd)
+    app.command("simulate")(adapters.simulate_cmd)
     app.command("push")(catalogue.push)
     app.command("show")(catalogue.show)
     app.command("query")(catalogue.query)

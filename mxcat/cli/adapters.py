@@ -152,3 +152,45 @@ def ingest(
             console.print(f"  ... and {len(rejections) - 20} more (mxcat outbox rejections)", highlight=False)
     if errors:
         raise typer.Exit(5)
+
+
+def analyse_cmd(
+    files: list[Path] = typer.Argument(..., help="One HDF5 (NXmx master or DECTRIS data file) or CBF files."),
+    geometry: Path = typer.Option(None, help="A CrystFEL .geom to use instead of the file's own geometry."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per frame (statistics and the spot list)."),
+) -> None:
+    """Per-frame statistics and spot lists (x, y in pixels) of detector files."""
+    from mxcat.errors import ParseError
+    from mxcat.live.analyse import analyse, open_source
+
+    try:
+        source = open_source([str(f) for f in files], geometry=str(geometry) if geometry else None)
+        rows = analyse(source)
+        for r in rows:
+            if as_json:
+                typer.echo(json.dumps(r))
+            else:
+                s = r["stats"]
+                res = s.get("estimated_d_min")
+                console.print(f"{r['series']} #{r['image']}: {s['n_spots_total']} spots ({s['n_spots_no_ice']} outside ice), "
+                              f"hit {'yes' if s['hit'] else 'no'}, resolution {f'{res:.2f} A' if res not in (None, -1) else '-'}, "
+                              f"background {s['background']:.1f}", highlight=False)
+    except (OSError, ValueError) as err:
+        raise ParseError(str(err), adapter="analyse", path=files[0]) from err
+
+
+def simulate_cmd(
+    endpoint: str = typer.Argument("tcp://*:9999", help="ZeroMQ endpoint to bind the PUSH socket to."),
+    protocol: str = typer.Option("eiger1", help="eiger1 or eiger2."),
+    n_images: int = typer.Option(100, help="Images per series."),
+    rate: float = typer.Option(None, help="Frames per second (default: as fast as possible)."),
+    encoding: str = typer.Option("bs32-lz4<", help="bs32-lz4<, bs16-lz4<, bs8-lz4<, lz4< or raw."),
+    seed: int = typer.Option(0, help="Random seed of the synthetic frames."),
+) -> None:
+    """Stream synthetic Eiger frames with known spots (Stream V1 or V2) for testing the live engine."""
+    from mxcat.live.simulate import main as sim_main
+
+    args = [endpoint, "--protocol", protocol, "--n-images", str(n_images), "--encoding", encoding, "--seed", str(seed)]
+    if rate:
+        args += ["--rate", str(rate)]
+    raise typer.Exit(sim_main(args))
