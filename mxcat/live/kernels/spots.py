@@ -245,13 +245,33 @@ def find_spots(frame: np.ndarray, *, constants: SeriesConstants, kernel: int = 3
 
     Defaults are DIALS' (kernel_size 3 3, sigma_background 6, sigma_strong 3, min_local 2,
     gain 1, global_threshold 0, max_spot_size 1000; min_spot_size 3 as DIALS chooses for pixel
-    array detectors). ``sentinel`` defaults to :func:`sentinel_for` the frame's dtype.
+    array detectors). ``sentinel`` defaults to :func:`sentinel_for` the frame's dtype. Computed by
+    the one-sweep :func:`~.fused.analyse_frame`; :func:`find_spots_reference` is the plain version.
     """
+    from .fused import analyse_frame
+
+    return analyse_frame(frame, constants=constants, kernel=kernel, sigma_background=sigma_background,
+                         sigma_strong=sigma_strong, min_local=min_local, gain=gain, global_threshold=global_threshold,
+                         min_spot_size=min_spot_size, max_spot_size=max_spot_size, sentinel=sentinel)[0]
+
+
+def find_spots_reference(frame: np.ndarray, *, constants: SeriesConstants, kernel: int = 3,
+                         sigma_background: float = 6.0, sigma_strong: float = 3.0, min_local: int = 2,
+                         gain: float = 1.0, global_threshold: float = 0.0, min_spot_size: int = 3,
+                         max_spot_size: int = 1000, sentinel: int | float | None = None) -> SpotList:
+    """:func:`find_spots` computed by the separate, plain :func:`dispersion_runs` (reference)."""
     if frame.shape != constants.shape:
         raise ValueError(f"frame shape {frame.shape} does not match series shape {constants.shape}")
     sent = sentinel_for(frame.dtype) if sentinel is None else frame.dtype.type(sentinel)
     run_y, run_x0, run_x1, bg = dispersion_runs(frame, constants.ok, sent, int(kernel), float(sigma_background),
                                                 float(sigma_strong), float(min_local), float(gain), float(global_threshold))
+    return finish_spots(frame, run_y, run_x0, run_x1, bg, constants=constants, min_spot_size=min_spot_size,
+                        max_spot_size=max_spot_size)
+
+
+def finish_spots(frame: np.ndarray, run_y, run_x0, run_x1, bg, *, constants: SeriesConstants, min_spot_size: int,
+                 max_spot_size: int) -> SpotList:
+    """Components, per-spot sums and size filters from the strong-pixel runs."""
     labels, n_comp = label_runs(run_y, run_x0, run_x1)
     npx, s, sx, sy, sb, peak = _spot_sums(frame, run_y, run_x0, run_x1, bg, labels, n_comp)
     keep = (npx >= min_spot_size) & (npx <= max_spot_size)

@@ -235,7 +235,16 @@ def frame_statistics(frame: np.ndarray, *, spots: SpotList, constants: SeriesCon
     ice_px = constants.ice_band if geo else dummy
     near_px = constants.ice_near if geo else dummy
     n_valid, n_sat, band, nbr, sample = pixel_pass(frame, constants.ok, ice_px, near_px, n_rings, sent, sat, 4)
-    background = float(np.median(sample)) if len(sample) else float("nan")
+    return finish_statistics(spots=spots, constants=constants, n_valid=int(n_valid), n_sat=int(n_sat), band=band,
+                             nbr=nbr, sample=sample, hit_min_spots=hit_min_spots)
+
+
+def finish_statistics(*, spots: SpotList, constants: SeriesConstants, n_valid: int, n_sat: int, band: np.ndarray,
+                      nbr: np.ndarray, sample: np.ndarray, hit_min_spots: int) -> FrameStats:
+    """Statistics from the pixel-pass accumulators (shared by :func:`frame_statistics` and the fused pass)."""
+    geo = constants.has_geometry
+    n_rings = len(constants.ice_dstar2) if geo else 0
+    background = _median(sample) if len(sample) else float("nan")
     ice_scores = None
     ice_score = None
     if geo and n_rings:
@@ -273,3 +282,11 @@ def frame_statistics(frame: np.ndarray, *, spots: SpotList, constants: SeriesCon
                       noisiness_method_2=n2, hit=bool(hit), background=background,
                       saturated_fraction=n_sat / n_valid if n_valid else 0.0, ice_ring_score=ice_score,
                       ice_ring_scores=ice_scores, n_valid_pixels=int(n_valid))
+
+
+def _median(sample: np.ndarray) -> float:
+    """``np.median`` of the background sample (nan when empty); partition instead of a full sort."""
+    n = len(sample)
+    if n == 0:
+        return float("nan")
+    return float(np.median(sample))
