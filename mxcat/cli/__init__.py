@@ -53,7 +53,7 @@ def _root(
 
 
 def _register() -> None:
-    from mxcat.cli import adapters, catalogue, demo, ontology
+    from mxcat.cli import adapters, catalogue, demo, live, ontology
 
     app.add_typer(ontology.app, name="ontology")
     app.add_typer(catalogue.outbox_app, name="outbox")
@@ -64,6 +64,7 @@ def _register() -> None:
     app.command("parse")(adapters.parse_cmd)
     app.command("analyse")(adapters.analyse_cmd)
     app.command("simulate")(adapters.simulate_cmd)
+    app.command("live")(live.live)
     app.command("push")(catalogue.push)
     app.command("show")(catalogue.show)
     app.command("query")(catalogue.query)
