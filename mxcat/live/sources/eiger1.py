@@ -98,6 +98,9 @@ class DecoderBase:
         self.n_messages = 0
         self.n_stale = 0
         self._logged: set[str] = set()
+        self.quiet: set[str] = set()
+        """Kinds of notes that are expected in this setting and logged at DEBUG only (the runner's workers
+        see frames without headers by design: PUSH deals the header to one of them)."""
 
     @property
     def n_malformed(self) -> int:
@@ -107,7 +110,7 @@ class DecoderBase:
         if kind not in self._logged:
             self._logged.add(kind)
             logging.getLogger(type(self).__module__).log(
-                level, "%s stream: %s (logged once for this kind)", self.protocol, reason
+                logging.DEBUG if kind in self.quiet else level, "%s stream: %s (logged once for this kind)", self.protocol, reason
             )
 
     def _malformed(self, err: MalformedMessage) -> None:
