@@ -148,7 +148,8 @@ def _live_stage(cat: object, dataset: Subject, n_frames: int) -> None:
     s = summary.series[0]
     res = f"{s.resolution_estimate:.2f} A" if s.resolution_estimate else "-"
     decay = "yes" if s.decay is not None and s.decay.warning else "no"
-    console.print(f"live: {s.n_frames} simulated Eiger frames (Stream V1, bs16-lz4) analysed by {summary.n_workers} workers "
+    dropped = f" ({s.n_dropped} dropped by the overload policy)" if s.n_dropped else ""
+    console.print(f"live: {s.n_frames} of {n_frames} simulated Eiger frames{dropped} (Stream V1, bs16-lz4) analysed by {summary.n_workers} workers "
                   f"in {time.perf_counter() - t0:.1f} s: hit rate {s.hit_rate:.0f} %, mean spots {s.spot_count_mean:.0f} "
                   f"(true {truth / n_frames:.0f}), resolution {res}, decay warning {decay}; "
                   f"{len(summary.receipts)} series stored in the catalogue", highlight=False)

@@ -208,12 +208,15 @@ def _warm_up() -> None:
         spot_separations,
     )
 
-    c = SeriesConstants.build_without_geometry(shape=(16, 16), n_bins=4)
-    img = np.zeros((16, 16), np.uint16)
-    img[8, 8] = 50
-    s = find_spots(img, constants=c)
-    frame_statistics(img, spots=s, constants=c)
-    radial_profile(img, constants=c)
+    geometric = SeriesConstants.build(shape=(16, 16), beam_centre_x=8.0, beam_centre_y=8.0, pixel_size_x=75e-6,
+                                      pixel_size_y=75e-6, distance=0.2, wavelength=1.0, n_bins=4)
+    for c in (SeriesConstants.build_without_geometry(shape=(16, 16), n_bins=4), geometric):
+        for dtype in (np.uint16, np.uint32, np.int32):  # every type detectors send gets compiled before "ready"
+            img = np.zeros((16, 16), dtype)
+            img[8, 8] = 50
+            s = find_spots(img, constants=c)
+            frame_statistics(img, spots=s, constants=c, saturation_value=1000)
+            radial_profile(img, constants=c)
     spot_separations(x=np.array([1.0, 5.0]), y=np.array([1.0, 5.0]), area_px=256.0)
 
 
