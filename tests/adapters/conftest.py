@@ -70,3 +70,20 @@ def mutations(data: bytes, seed: int, n: int = 20) -> list[bytes]:
             ls.insert(i, ls[rng.randrange(len(ls))])
             out.append(b"".join(ls))
     return out
+
+
+def fuzz_adapter(adapter, data: bytes, path, onto, *, seeds, n: int = 20) -> None:
+    """Every mutation of *data* (written to *path*) parses to values that validate, or raises this
+    adapter's ParseError naming the file; never any other exception."""
+    from mxcat.errors import ParseError
+
+    for seed in seeds:
+        for blob in mutations(data, seed, n):
+            path.write_bytes(blob)
+            try:
+                parsed = adapter.parse(path)
+            except ParseError as err:
+                assert err.adapter == adapter.name and err.path == str(path), (err.adapter, err.path)
+                continue
+            for r in parsed.results:
+                values_of(parsed, onto, r.label)

@@ -9,7 +9,7 @@ import pytest
 from mxcat.adapters._util import read_head
 from mxcat.adapters.aimless_xml import ADAPTER, shell_edges
 from mxcat.errors import ParseError
-from tests.adapters.conftest import mutations, values_of
+from tests.adapters.conftest import fuzz_adapter, values_of
 
 XML = "aimless/aimless-0.7.2_soleil_P41212_splTsm_2.xml"
 OTHERS = [
@@ -176,17 +176,7 @@ def test_truncated_and_unfinished(corpus_file, tmp_path):
 
 def test_fuzz(corpus_file, tmp_path, onto):
     data = corpus_file(XML).read_bytes()
-    f = tmp_path / "aimless.xml"
-    for seed in range(10):
-        for m in mutations(data, seed):
-            f.write_bytes(m)
-            try:
-                p = ADAPTER.parse(f)
-            except ParseError as err:
-                assert err.adapter == "aimless_xml"
-                continue
-            for r in p.results:
-                values_of(p, onto, r.label)
+    fuzz_adapter(ADAPTER, data, tmp_path / "aimless.xml", onto, seeds=range(10))
 
 
 def test_wilson_b_is_read_when_present(corpus_file, tmp_path, onto):

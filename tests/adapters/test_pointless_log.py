@@ -9,7 +9,7 @@ import pytest
 from mxcat.adapters._util import read_head
 from mxcat.adapters.pointless_log import ADAPTER
 from mxcat.errors import ParseError
-from tests.adapters.conftest import mutations, values_of
+from tests.adapters.conftest import fuzz_adapter, values_of
 
 LOG = "aimless/pointless-1.9.31_esrf-id29.log"
 OTHERS = [
@@ -102,14 +102,4 @@ def test_truncated(corpus_file, tmp_path):
 
 def test_fuzz(corpus_file, tmp_path, onto):
     data = corpus_file(LOG).read_bytes()
-    f = tmp_path / "pointless.log"
-    for seed in range(15):
-        for m in mutations(data, seed):
-            f.write_bytes(m)
-            try:
-                p = ADAPTER.parse(f)
-            except ParseError as err:
-                assert err.adapter == "pointless_log"
-                continue
-            for r in p.results:
-                values_of(p, onto, r.label)
+    fuzz_adapter(ADAPTER, data, tmp_path / "pointless.log", onto, seeds=range(15))

@@ -9,7 +9,7 @@ import pytest
 from mxcat.adapters._util import read_head
 from mxcat.adapters.xds_ascii import ADAPTER, direct_beam
 from mxcat.errors import ParseError
-from tests.adapters.conftest import mutations, values_of
+from tests.adapters.conftest import fuzz_adapter, values_of
 
 TRYP = "xds/XDS_ASCII_header_edna-tryp1.HKL"
 ESRF = "xds/XDS_ASCII_header_xds-2020_esrf.HKL"
@@ -138,14 +138,4 @@ def test_xscale_output_header(tmp_path, onto):
 @pytest.mark.parametrize("rel", [TRYP, ESRF])
 def test_fuzz(corpus_file, tmp_path, onto, rel):
     data = corpus_file(rel).read_bytes()
-    f = tmp_path / "XDS_ASCII.HKL"
-    for seed in range(15):
-        for m in mutations(data, seed):
-            f.write_bytes(m)
-            try:
-                p = ADAPTER.parse(f)
-            except ParseError as err:
-                assert err.adapter == "xds_ascii_header"
-                continue
-            for r in p.results:
-                values_of(p, onto, r.label)
+    fuzz_adapter(ADAPTER, data, tmp_path / "XDS_ASCII.HKL", onto, seeds=range(15))

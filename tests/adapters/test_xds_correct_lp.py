@@ -10,7 +10,7 @@ import pytest
 from mxcat.adapters._util import read_head
 from mxcat.adapters.xds_correct_lp import ADAPTER
 from mxcat.errors import ParseError
-from tests.adapters.conftest import mutations, values_of
+from tests.adapters.conftest import fuzz_adapter, values_of
 
 TRYP = "xds/CORRECT_xds-2010dec06_edna-tryp1.LP"
 ESRF = "xds/CORRECT_xds-2020jan31_esrf.LP"
@@ -183,17 +183,7 @@ def test_friedel_false_uses_anomalous_items(corpus_file, tmp_path, onto):
 @pytest.mark.parametrize("rel", [TRYP, ESRF])
 def test_fuzz(corpus_file, tmp_path, onto, rel):
     data = corpus_file(rel).read_bytes()
-    f = tmp_path / "CORRECT.LP"
-    for seed in range(6):
-        for m in mutations(data, seed):
-            f.write_bytes(m)
-            try:
-                p = ADAPTER.parse(f)
-            except ParseError as err:
-                assert err.adapter == "xds_correct_lp" and err.path == str(f)
-                continue
-            for r in p.results:
-                values_of(p, onto, r.label)
+    fuzz_adapter(ADAPTER, data, tmp_path / "CORRECT.LP", onto, seeds=range(6))
 
 
 def test_random_bytes_are_parse_errors(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from mxcat.adapters._util import read_head
 from mxcat.adapters.xds_idxref_lp import ADAPTER
 from mxcat.errors import ParseError
-from tests.adapters.conftest import mutations, values_of
+from tests.adapters.conftest import fuzz_adapter, values_of
 
 IDXREF = "xds/IDXREF_xds-2020jan31_esrf.LP"
 OTHERS = [
@@ -99,14 +99,4 @@ def test_truncated(corpus_file, tmp_path):
 
 def test_fuzz(corpus_file, tmp_path, onto):
     data = corpus_file(IDXREF).read_bytes()
-    f = tmp_path / "IDXREF.LP"
-    for seed in range(15):
-        for m in mutations(data, seed):
-            f.write_bytes(m)
-            try:
-                p = ADAPTER.parse(f)
-            except ParseError as err:
-                assert err.adapter == "xds_idxref_lp"
-                continue
-            for r in p.results:
-                values_of(p, onto, r.label)
+    fuzz_adapter(ADAPTER, data, tmp_path / "IDXREF.LP", onto, seeds=range(15))

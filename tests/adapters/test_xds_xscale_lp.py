@@ -9,7 +9,7 @@ import pytest
 from mxcat.adapters._util import read_head
 from mxcat.adapters.xds_xscale_lp import ADAPTER
 from mxcat.errors import ParseError
-from tests.adapters.conftest import mutations, values_of
+from tests.adapters.conftest import fuzz_adapter, values_of
 
 SAD = "xds/XSCALE_xds-2014jan10_dls-i04-1_xia2-3daii.LP"
 ABORTED = "xds/XSCALE_xds-2019mar15_error-cannot-open-input.LP"
@@ -141,14 +141,4 @@ def test_truncated(corpus_file, tmp_path):
 @pytest.mark.parametrize("rel", [SAD, ABORTED])
 def test_fuzz(corpus_file, tmp_path, onto, rel):
     data = corpus_file(rel).read_bytes()
-    f = tmp_path / "XSCALE.LP"
-    for seed in range(8):
-        for m in mutations(data, seed):
-            f.write_bytes(m)
-            try:
-                p = ADAPTER.parse(f)
-            except ParseError as err:
-                assert err.adapter == "xds_xscale_lp"
-                continue
-            for r in p.results:
-                values_of(p, onto, r.label)
+    fuzz_adapter(ADAPTER, data, tmp_path / "XSCALE.LP", onto, seeds=range(8))
