@@ -32,6 +32,10 @@ def live(
     queue_size: int = typer.Option(16, help="Frames queued per worker before the oldest is dropped"),
     max_series: int = typer.Option(None, help="Stop after this many series"),
     timeout: float = typer.Option(None, help="Stop after this many seconds"),
+    hits: str = typer.Option(None, "--hits", help="REP endpoint to bind serving hit frames to CrystFEL "
+                             "(indexamajig --zmq-input=... --zmq-request=next --data-format=msgpack), e.g. tcp://*:5557"),
+    hits_buffer: int = typer.Option(16, help="Hit frames buffered for --hits before the oldest is dropped"),
+    hits_wait: float = typer.Option(10.0, help="Seconds a --hits request waits for a hit before a 'no hit' reply"),
 ) -> None:
     """Analyse a live detector stream: hit rate, spots, resolution, radial profile, decay."""
     from mxcat.live.runner import run
@@ -55,7 +59,8 @@ def live(
     subject = {"facility": facility, "beamline": beamline, "proposal": proposal, "session": session, "dataset": dataset}
     try:
         summary = run(source, protocol=protocol, workers=workers, feed=feed, catalogue=cat, subject=subject,
-                      max_series=max_series, timeout=timeout, queue_size=queue_size, on_update=update)
+                      max_series=max_series, timeout=timeout, queue_size=queue_size, on_update=update,
+                      hits_endpoint=hits, hits_buffer=hits_buffer, hits_wait=hits_wait)
     finally:
         if cat is not None:
             cat.close()
@@ -71,4 +76,8 @@ def live(
         )
     for r in summary.receipts:
         console.print(f"ingested {r.records} records, {r.tables} tables; {len(r.rejected)} rejected")
+    if summary.hits is not None:
+        h = summary.hits
+        console.print(f"hits endpoint {h['endpoint']}: {h['n_received']} hits buffered, {h['n_served']} served, "
+                      f"{h['n_dropped'] + h['n_dropped_workers']} dropped, {h['n_buffered']} left unserved")
     console.print(f"{summary.n_results} results in {summary.seconds:.1f} s with {summary.n_workers} workers")

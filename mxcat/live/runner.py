@@ -27,6 +27,11 @@ every worker has flushed, or ``end_timeout`` seconds after the end.
 (``queue_size`` frames); when analysis falls behind, the *oldest* queued frame is dropped and
 counted (headers and ends are never dropped). Memory per worker is therefore bounded by
 ``queue_size`` frames plus the socket's receive high-water mark (``rcvhwm`` messages).
+
+**Hits for CrystFEL (optional).** With ``hits_endpoint``, each worker also pushes every *hit*
+frame (int32 pixels plus scalars, CrystFEL msgpack layout) to a :class:`~mxcat.live.hits_rep.HitServer`
+thread of the runner, which buffers at most ``hits_buffer`` of them (drop-oldest, counted) and answers
+each ``next`` on a REP socket at ``hits_endpoint`` with the oldest (see :mod:`mxcat.live.hits_rep`).
 """
 
 from __future__ import annotations
@@ -174,11 +179,13 @@ class WorkerOptions:
     queue_size: int = 16
     rcvhwm: int = 16
     hit_min_spots: int = 30
-    header_wait: float = 2.0
+    header_wait: float = 10.0
     settle: float = 0.05
     slow: float = 0.0
     """Test hook: extra seconds of 'analysis' per frame, to provoke overload."""
     source_options: dict[str, Any] = field(default_factory=dict)
+    hits: str | None = None
+    """PULL endpoint of the hit server; None: hit frames are not forwarded."""
 
 
 def open_source(protocol: str, endpoint: str, ctx: zmq.Context, *, rcvhwm: int = 16, **kw: Any) -> Any:
@@ -284,6 +291,12 @@ def worker_main(wid: int, opts: WorkerOptions) -> None:
     ctl.setsockopt(zmq.LINGER, 0)
     ctl.setsockopt(zmq.SUBSCRIBE, b"")
     ctl.connect(opts.control)
+    hits_sock = None
+    n_hits_dropped = 0
+    if opts.hits:
+        from mxcat.live.hits_rep import send_hit, worker_hit_socket
+
+        hits_sock = worker_hit_socket(ctx, opts.hits)
     queue = DropOldestQueue(opts.queue_size)
     received: dict[str, int] = {}
     channel_of: dict[str, str] = {}
@@ -385,6 +398,9 @@ def worker_main(wid: int, opts: WorkerOptions) -> None:
                             info.shape = item.data.shape
                         c = constants[sid] = SeriesConstants.from_series(info)
                     msg = analyse_frame(item, c, info, hit_min_spots=opts.hit_min_spots)
+                    if hits_sock is not None and msg["stats"]["hit"]:
+                        if not send_hit(hits_sock, item, info, n_spots=msg["stats"]["n_spots_total"]):
+                            n_hits_dropped += 1
                     if opts.slow:
                         time.sleep(opts.slow)
                     msg.update(w=wid, q=len(queue), sent=time.monotonic())
@@ -413,7 +429,7 @@ def worker_main(wid: int, opts: WorkerOptions) -> None:
                                     "n_errors": errors.get(sid, 0), "queue_high_water": queue.high_water}))
                     del flush[sid]
         push.send(pack({"t": "bye", "w": wid, "n_dropped": sum(queue.n_dropped.values()),
-                        "queue_high_water": queue.high_water}))
+                        "queue_high_water": queue.high_water, "n_hits_dropped": n_hits_dropped}))
     finally:
         if source is not None:
             if hasattr(source, "stop"):
@@ -422,6 +438,8 @@ def worker_main(wid: int, opts: WorkerOptions) -> None:
             if hasattr(source, "close"):
                 source.close()
         push.close(linger=2000)
+        if hits_sock is not None:
+            hits_sock.close(linger=1000)
         ctl.close(linger=0)
         ctx.term()
 
@@ -440,6 +458,9 @@ class RunSummary:
     n_late: int
     receipts: list[Any] = field(default_factory=list)
     worker_exitcodes: list[int | None] = field(default_factory=list)
+    hits: dict[str, Any] | None = None
+    """Hit endpoint counters when ``hits_endpoint`` was given (see :meth:`HitServer.stats
+    <mxcat.live.hits_rep.HitServer.stats>`) plus ``n_dropped_workers``, hits workers could not hand over."""
 
 
 def _free_endpoint(sock: zmq.Socket, host: str = "127.0.0.1") -> str:
@@ -459,7 +480,7 @@ def run(
     timeout: float | None = None,
     queue_size: int = 16,
     hit_min_spots: int = 30,
-    header_wait: float = 2.0,
+    header_wait: float = 10.0,
     end_timeout: float = 5.0,
     rotation: bool | None = None,
     start_method: str = "spawn",
@@ -468,6 +489,10 @@ def run(
     update_interval: float = 1.0,
     source_options: dict[str, Any] | None = None,
     slow: float = 0.0,
+    hits_endpoint: str | None = None,
+    hits_buffer: int = 16,
+    hits_wait: float | None = 10.0,
+    hits_drain: float = 0.0,
 ) -> RunSummary:
     """Analyse the stream at ``source_endpoint`` with ``workers`` processes until done.
 
@@ -478,6 +503,11 @@ def run(
     (a :class:`mxcat.records.Subject` or a mapping of levels; see :mod:`mxcat.live.records`).
     ``ready`` is called once every worker is connected and subscribed; ``on_update`` every
     ``update_interval`` seconds with the collector's live status. ``slow`` is a test hook.
+
+    ``hits_endpoint`` (e.g. ``tcp://*:5557``): bind a CrystFEL-compatible REP socket there that
+    answers each request with the oldest of at most ``hits_buffer`` buffered hit frames, waiting up
+    to ``hits_wait`` seconds (None: no limit) for one before answering "no hit"; after the run,
+    buffered hits stay available for up to ``hits_drain`` seconds (see :mod:`mxcat.live.hits_rep`).
     """
     from mxcat.live.collector import Collector
 
@@ -495,7 +525,14 @@ def run(
     collector: Collector | None = None
     procs: list[Any] = []
     summary = RunSummary(series=[], n_workers=workers, seconds=0.0, n_results=0, n_late=0)
+    hit_server = None
     try:
+        hits_pull = None
+        if hits_endpoint:
+            from mxcat.live.hits_rep import HitServer
+
+            hit_server = HitServer(hits_endpoint, max_hits=hits_buffer, wait=hits_wait, context=ctx)
+            hits_pull = hit_server.start()
         results_ep = _free_endpoint(pull)
         control_ep = _free_endpoint(ctl)
         if feed:
@@ -509,7 +546,8 @@ def run(
                               end_timeout=end_timeout, rotation=rotation)
         opts = WorkerOptions(source=source_endpoint, protocol=protocol, results=results_ep, control=control_ep,
                              queue_size=queue_size, rcvhwm=max(2, queue_size), hit_min_spots=hit_min_spots,
-                             header_wait=header_wait, slow=slow, source_options=dict(source_options or {}))
+                             header_wait=header_wait, slow=slow, source_options=dict(source_options or {}),
+                             hits=hits_pull)
         mpc = mp.get_context(start_method)
         for w in range(workers):
             p = mpc.Process(target=worker_main, args=(w, opts), name=f"mxcat-live-worker-{w}", daemon=True)
@@ -577,6 +615,10 @@ def run(
                     p.terminate()
                     p.join(timeout=2.0)
                 summary.worker_exitcodes.append(p.exitcode)
+            if hit_server is not None:
+                summary.hits = hit_server.close(drain=hits_drain)
+                summary.hits["n_dropped_workers"] = sum(int(b.get("n_hits_dropped", 0))
+                                                        for b in (collector.byes.values() if collector else ()))
             for s in (pull, ctl, feed_sock):
                 if s is not None:
                     s.close(linger=0)
