@@ -14,7 +14,10 @@ when a valid value could break that (> sqrt(2^53)/(2k+1)), the frame is redone i
 is the reference arithmetic. Float frames use float64 throughout, in the reference order. The
 significance test (I − mean > σ_s·sqrt(g·mean)) is first checked without square roots with a
 safety margin, and the exact expressions are evaluated only for pixels that may pass, so the
-strong-pixel set is unchanged. Radial sums of integer frames are exact integers; for float frames
+strong-pixel set is unchanged. That pre-check runs as a separate branch-free loop over shifted
+row views (no index wraparound, so LLVM vectorises it) writing 0/1 flags, and a scan over the
+flags 8 at a time does the exact test and run building for the few candidates. Ice-band sums
+walk precomputed per-row runs of constant ice code (same additions, same order). Radial sums of integer frames are exact integers; for float frames
 they agree with :func:`.radial.radial_sums` to rounding. Buffers live in a :class:`Workspace`
 reused from frame to frame (one per worker thread; not thread-safe).
 """
@@ -58,8 +61,8 @@ class Workspace:
             ns = ((ny + stride - 1) // stride) * ((nx + stride - 1) // stride)
             self.bufs = dict(
                 ring_v=np.zeros((nring, nx), frame_dtype), ring_f=np.zeros((nring, nx), np.uint8),
-                col=np.zeros((3, nx), acc_dtype), pre=np.zeros((3, nx + 1), acc_dtype),
-                sample=np.empty(ns, np.float64),
+                col=np.zeros((3, nx), acc_dtype), pre=np.zeros((3, nx + 1), np.float64),
+                sample=np.empty(ns, np.float64), flags=np.zeros(((nx + 7) // 8) * 8, np.uint8),
             )
             self._key = key
         if self.runs is None:
@@ -79,8 +82,44 @@ def default_workspace() -> Workspace:
     return ws
 
 
-def _tables(constants: SeriesConstants) -> tuple[np.ndarray, np.ndarray, int]:
-    """Compact per-series tables: radial bin as int16/int32, ice code int8 (+k band, −k neighbour)."""
+@numba.njit(cache=True)
+def _row_runs(tab, skip):
+    """Runs of equal values of ``tab`` along each row, leaving out runs of value ``skip`` (all
+    negative values when ``skip`` < 0): (row pointer (ny+1), start, stop, value), raster order."""
+    ny, nx = tab.shape
+    ptr = np.zeros(ny + 1, np.int64)
+    start = np.empty(0, np.int32)
+    stop = np.empty(0, np.int32)
+    value = np.empty(0, np.int32)
+    n = 0
+    for pss in range(2):
+        n = 0
+        for r in range(ny):
+            i = 0
+            while i < nx:
+                val = tab[r, i]
+                j = i + 1
+                while j < nx and tab[r, j] == val:
+                    j += 1
+                if not (val == skip or (skip < 0 and val < 0)):
+                    if pss == 1:
+                        start[n] = i
+                        stop[n] = j
+                        value[n] = val
+                    n += 1
+                i = j
+            if pss == 0:
+                ptr[r + 1] = n
+        if pss == 0:
+            start = np.empty(n, np.int32)
+            stop = np.empty(n, np.int32)
+            value = np.empty(n, np.int32)
+    return ptr, start, stop, value
+
+
+def _tables(constants: SeriesConstants) -> tuple:
+    """Compact per-series tables: radial bin as int16/int32, ice code int8 (+k band, −k neighbour),
+    and per-row runs of constant non-zero ice code."""
     t = getattr(constants, "_fused_tables", None)
     if t is None:
         nb = constants.n_bins
@@ -91,7 +130,7 @@ def _tables(constants: SeriesConstants) -> tuple[np.ndarray, np.ndarray, int]:
         else:
             code = np.zeros((1, 1), np.int8)
             n_rings = 0
-        t = (bins, code, n_rings)
+        t = (bins, code, n_rings, _row_runs(code, 0))
         constants._fused_tables = t
     return t
 
@@ -105,62 +144,74 @@ def _grow_i32(a, n):
 
 @numba.njit(cache=True)
 def _ingest(img, ok, sentinel, r, slot, ring_v, ring_f, bins, weight, use_weight, code, n_rings, saturation,
-            stride, sample, n_sample, band, nbr, rsum, rcnt, stat, vmx):
+            stride, sample, n_sample, band, nbr, rsum, rcnt, stat, vmx, irun):
     """Clean row ``r`` into ring slot ``slot`` and accumulate the per-pixel statistics.
-    ``stat``: [n_valid, n_sat] (int64); ``vmx``: [largest valid value]."""
+    ``stat``: [n_valid, n_sat] (int64); ``vmx``: [largest valid value]; ``irun``: per-row runs of
+    non-zero ice code (see :func:`_row_runs`)."""
     nx = img.shape[1]
+    src = img[r]
+    okr = ok[r]
+    rv = ring_v[slot]
+    rf = ring_f[slot]
     n_valid = 0
     n_sat = 0
     vmax = vmx[0]
-    zero = ring_v[slot, 0] - ring_v[slot, 0]
+    zero = rv[0] - rv[0]
+    # branch-free (vectorised) validity test
     for i in range(nx):
-        v = img[r, i]
-        if ok[r, i] != 0 and v != sentinel and v >= 0 and v == v:
-            ring_v[slot, i] = v
-            ring_f[slot, i] = 1
-            n_valid += 1
-            if v > vmax:
-                vmax = v
-        else:
-            ring_v[slot, i] = zero
-            ring_f[slot, i] = 0
+        v = src[i]
+        good = (okr[i] != 0) & (v != sentinel) & (v >= 0) & (v == v)
+        vc = v if good else zero
+        rv[i] = vc
+        rf[i] = good
+        n_valid += good
+        vmax = max(vmax, vc)
     stat[0] += n_valid
     # saturation, sample, ice bands: float64 in raster order (as stats.pixel_pass)
     for i in range(nx):
-        if ring_f[slot, i] != 0 and float(ring_v[slot, i]) >= saturation:
-            n_sat += 1
+        n_sat += (rf[i] != 0) & (float(rv[i]) >= saturation)
     stat[1] += n_sat
     if r % stride == 0:
         for i in range(0, nx, stride):
-            if ring_f[slot, i] != 0:
-                sample[n_sample] = float(ring_v[slot, i])
+            if rf[i] != 0:
+                sample[n_sample] = float(rv[i])
                 n_sample += 1
     if n_rings > 0:
-        for i in range(nx):
-            k = code[r, i]
-            if k != 0 and ring_f[slot, i] != 0:
-                f = float(ring_v[slot, i])
-                if k > 0:
-                    band[k, 0] += 1.0
-                    band[k, 1] += f
-                    band[k, 2] += f * f
-                else:
-                    nbr[-k, 0] += 1.0
-                    nbr[-k, 1] += f
-                    nbr[-k, 2] += f * f
+        iptr, ist, isp, ival = irun
+        for t in range(iptr[r], iptr[r + 1]):
+            k = ival[t]
+            acc = band if k > 0 else nbr
+            kk = k if k > 0 else -k
+            # same additions in the same order as per-pixel updates of acc[kk], kept in registers
+            c0 = acc[kk, 0]
+            c1 = acc[kk, 1]
+            c2 = acc[kk, 2]
+            for i in range(ist[t], isp[t]):
+                # invalid pixels hold 0 in the ring: adding +0.0 to these non-negative sums
+                # leaves them bit-identical, so no branch is needed
+                f = float(rv[i])
+                c0 += float(rf[i])
+                c1 += f
+                c2 += f * f
+            acc[kk, 0] = c0
+            acc[kk, 1] = c1
+            acc[kk, 2] = c2
     # radial profile
     if use_weight:
+        br = bins[r]
+        wr = weight[r]
         for i in range(nx):
-            b = bins[r, i]
-            if b >= 0 and ring_f[slot, i] != 0:
-                rsum[b] += ring_v[slot, i] * weight[r, i]
+            b = br[i]
+            if b >= 0 and rf[i] != 0:
+                rsum[b] += rv[i] * wr[i]
                 rcnt[b] += 1
     else:
+        br = bins[r]
         cur = -1
         acc = _acc(zero)
         cnt = 0
         for i in range(nx):
-            b = bins[r, i]
+            b = br[i]
             if b != cur:
                 if cur >= 0:
                     rsum[cur] += acc
@@ -168,9 +219,8 @@ def _ingest(img, ok, sentinel, r, slot, ring_v, ring_f, bins, weight, use_weight
                 cur = b
                 acc = _acc(zero)
                 cnt = 0
-            f = ring_f[slot, i]
-            acc += _acc(ring_v[slot, i])
-            cnt += f
+            acc += _acc(rv[i])
+            cnt += rf[i]
         if cur >= 0:
             rsum[cur] += acc
             rcnt[cur] += cnt
@@ -190,7 +240,7 @@ def _cand(v, f, pn, ps, lo, hi, global_threshold, min_count, bmin, q):
 @numba.njit(cache=True)
 def fused_pass(img, ok, sentinel, kernel, nsig_b, nsig_s, min_count, gain, global_threshold,
                bins, weight, use_weight, code, n_rings, saturation, stride,
-               ring_v, ring_f, col, pre, sample, rsum, rcnt, run_y, run_x0, run_x1, bg):
+               ring_v, ring_f, col, pre, sample, flags, rsum, rcnt, run_y, run_x0, run_x1, bg, irun):
     """The whole per-pixel work of one frame. Returns (n_runs, n_px, run arrays, bg, n_valid,
     n_sat, vmax, band, nbr, n_sample); ``rsum``/``rcnt`` are filled in place."""
     ny, nx = img.shape
@@ -206,9 +256,9 @@ def fused_pass(img, ok, sentinel, kernel, nsig_b, nsig_s, min_count, gain, globa
         cn[i] = zero
         cs[i] = zero
         cs2[i] = zero
-    pn[0] = zero
-    ps[0] = zero
-    ps2[0] = zero
+    pn[0] = 0.0
+    ps[0] = 0.0
+    ps2[0] = 0.0
     rsum[:] = 0
     rcnt[:] = 0
     band = np.zeros((n_rings + 1, 3), np.float64)
@@ -226,6 +276,8 @@ def fused_pass(img, ok, sentinel, kernel, nsig_b, nsig_s, min_count, gain, globa
     filt = nsig_s >= 0.0 and gain >= 0.0
     bmin = 0.0 if filt else -np.inf
     q = 0.999 * s2g if filt else -1.0
+    nw = flags.shape[0] // 8
+    flags64 = flags.view(np.uint64)
     sqrt_tab = np.empty((2 * kernel + 1) ** 2 + 1, np.float64)
     for m in range(sqrt_tab.shape[0]):
         sqrt_tab[m] = np.sqrt(2.0 * (m - 1.0)) if m >= 1 else 0.0
@@ -233,7 +285,7 @@ def fused_pass(img, ok, sentinel, kernel, nsig_b, nsig_s, min_count, gain, globa
     for r in range(min(kernel, ny)):
         slot = r % nring
         n_sample = _ingest(img, ok, sentinel, r, slot, ring_v, ring_f, bins, weight, use_weight, code, n_rings,
-                           saturation, stride, sample, n_sample, band, nbr, rsum, rcnt, statv, vmx)
+                           saturation, stride, sample, n_sample, band, nbr, rsum, rcnt, statv, vmx, irun)
         for i in range(nx):
             w = _acc(ring_v[slot, i])
             cn[i] = cn[i] + ring_f[slot, i]
@@ -245,86 +297,124 @@ def fused_pass(img, ok, sentinel, kernel, nsig_b, nsig_s, min_count, gain, globa
         if ra < ny:
             sa = ra % nring
             n_sample = _ingest(img, ok, sentinel, ra, sa, ring_v, ring_f, bins, weight, use_weight, code, n_rings,
-                               saturation, stride, sample, n_sample, band, nbr, rsum, rcnt, statv, vmx)
+                               saturation, stride, sample, n_sample, band, nbr, rsum, rcnt, statv, vmx, irun)
+            va = ring_v[sa]
+            fa = ring_f[sa]
             if rr >= 0:
-                sr = rr % nring
+                vr = ring_v[rr % nring]
+                fr = ring_f[rr % nring]
                 for i in range(nx):
-                    w = _acc(ring_v[sa, i])
-                    u = _acc(ring_v[sr, i])
-                    cn[i] = (cn[i] + ring_f[sa, i]) - ring_f[sr, i]
+                    w = _acc(va[i])
+                    u = _acc(vr[i])
+                    cn[i] = (cn[i] + fa[i]) - fr[i]
                     cs[i] = (cs[i] + w) - u
                     cs2[i] = (cs2[i] + w * w) - u * u
             else:
                 for i in range(nx):
-                    w = _acc(ring_v[sa, i])
-                    cn[i] = cn[i] + ring_f[sa, i]
+                    w = _acc(va[i])
+                    cn[i] = cn[i] + fa[i]
                     cs[i] = cs[i] + w
                     cs2[i] = cs2[i] + w * w
         elif rr >= 0:
-            sr = rr % nring
+            vr = ring_v[rr % nring]
+            fr = ring_f[rr % nring]
             for i in range(nx):
-                u = _acc(ring_v[sr, i])
-                cn[i] = cn[i] - ring_f[sr, i]
+                u = _acc(vr[i])
+                cn[i] = cn[i] - fr[i]
                 cs[i] = cs[i] - u
                 cs2[i] = cs2[i] - u * u
         a0 = zero
         a1 = zero
         a2 = zero
+        pn1 = pn[1:]
+        ps1 = ps[1:]
+        ps21 = ps2[1:]
         for i in range(nx):
             a0 = a0 + cn[i]
             a1 = a1 + cs[i]
             a2 = a2 + cs2[i]
-            pn[i + 1] = a0
-            ps[i + 1] = a1
-            ps2[i + 1] = a2
+            pn1[i] = float(a0)
+            ps1[i] = float(a1)
+            ps21[i] = float(a2)
         if float(a2) > row_max2:
             row_max2 = float(a2)
         sy = y % nring
-        in_run = False
-        for i in range(nx):
-            # branch-free pre-selection: every cheap condition of the reference test plus a
-            # necessary (margin 0.999) square-root-free form of the significance test
-            v = ring_v[sy, i]
+        rv = ring_v[sy]
+        rf = ring_f[sy]
+        # branch-free pre-selection (vectorised): every cheap condition of the reference test
+        # plus a necessary (margin 0.999) square-root-free form of the significance test
+        # interior pixels through shifted views (unit-stride, no index wraparound: vectorises)
+        w2 = 2 * kernel + 1
+        n_in = nx - 2 * kernel
+        if n_in > 0:
+            vv = rv[kernel:]
+            ff = rf[kernel:]
+            fl = flags[kernel:]
+            pnh = pn[w2:]
+            psh = ps[w2:]
+            for j in range(n_in):
+                v = float(vv[j])
+                m = pnh[j] - pn[j]
+                x = psh[j] - ps[j]
+                b = m * v - x
+                fl[j] = ((ff[j] != 0) & (v > global_threshold) & (m >= min_count) & (m > 1.0) & (x >= 0.0)
+                         & (b > bmin) & (b * b >= q * x * m))
+        e1 = min(kernel, nx)
+        e2 = max(nx - kernel, e1)
+        for ie in range(e1 + nx - e2):
+            i = ie if ie < e1 else e2 + (ie - e1)
+            v = float(rv[i])
             lo = max(i - kernel, 0)
             hi = min(i + kernel + 1, nx)
-            m = float(pn[hi] - pn[lo])
-            x = float(ps[hi] - ps[lo])
-            b = m * float(v) - x
-            cand = ((ring_f[sy, i] != 0) & (v > global_threshold) & (m >= min_count) & (m > 1.0) & (x >= 0.0)
-                    & (b > bmin) & (b * b >= q * x * m))
-            strong = False
-            if cand:
-                yy = float(ps2[hi] - ps2[lo])
-                a = m * yy - x * x - x * (m - 1.0)
-                mi = int(m)
-                sq = sqrt_tab[mi] if mi < sqrt_tab.shape[0] else np.sqrt(2.0 * (m - 1.0))
-                c = x * sq2b * sq
-                d = nsig_s * np.sqrt(gain * x * m)
-                if a > c and b > d:
-                    strong = True
-                    if n_px == pcap:
-                        pcap *= 2
-                        nb = np.empty(pcap, np.float64)
-                        nb[:n_px] = bg[:n_px]
-                        bg = nb
-                    bg[n_px] = x / m
-                    n_px += 1
-            if strong:
-                if in_run:
-                    run_x1[n_runs - 1] = i
-                else:
-                    if n_runs == cap:
-                        run_y = _grow_i32(run_y, n_runs)
-                        run_x0 = _grow_i32(run_x0, n_runs)
-                        run_x1 = _grow_i32(run_x1, n_runs)
-                        cap = run_y.shape[0]
-                    run_y[n_runs] = y
-                    run_x0[n_runs] = i
-                    run_x1[n_runs] = i
-                    n_runs += 1
-                    in_run = True
-            else:
+            m = pn[hi] - pn[lo]
+            x = ps[hi] - ps[lo]
+            b = m * v - x
+            flags[i] = ((rf[i] != 0) & (v > global_threshold) & (m >= min_count) & (m > 1.0) & (x >= 0.0)
+                        & (b > bmin) & (b * b >= q * x * m))
+        in_run = False
+        for w in range(nw):
+            if flags64[w] == 0:
                 in_run = False
+                continue
+            for i in range(8 * w, 8 * w + 8):
+                strong = False
+                if flags[i] != 0:
+                    lo = max(i - kernel, 0)
+                    hi = min(i + kernel + 1, nx)
+                    m = float(pn[hi] - pn[lo])
+                    x = float(ps[hi] - ps[lo])
+                    b = m * float(rv[i]) - x
+                    yy = float(ps2[hi] - ps2[lo])
+                    a = m * yy - x * x - x * (m - 1.0)
+                    mi = int(m)
+                    sq = sqrt_tab[mi] if mi < sqrt_tab.shape[0] else np.sqrt(2.0 * (m - 1.0))
+                    c = x * sq2b * sq
+                    d = nsig_s * np.sqrt(gain * x * m)
+                    if a > c and b > d:
+                        strong = True
+                        if n_px == pcap:
+                            pcap *= 2
+                            nb = np.empty(pcap, np.float64)
+                            nb[:n_px] = bg[:n_px]
+                            bg = nb
+                        bg[n_px] = x / m
+                        n_px += 1
+                if strong:
+                    if in_run:
+                        run_x1[n_runs - 1] = i
+                    else:
+                        if n_runs == cap:
+                            run_y = _grow_i32(run_y, n_runs)
+                            run_x0 = _grow_i32(run_x0, n_runs)
+                            run_x1 = _grow_i32(run_x1, n_runs)
+                            cap = run_y.shape[0]
+                        run_y[n_runs] = y
+                        run_x0[n_runs] = i
+                        run_x1[n_runs] = i
+                        n_runs += 1
+                        in_run = True
+                else:
+                    in_run = False
     return (n_runs, n_px, run_y, run_x0, run_x1, bg, statv[0], statv[1], float(vmx[0]), row_max2, band, nbr,
             n_sample)
 
@@ -376,7 +466,7 @@ def _pass(frame, constants, ws, sent, kernel, sigma_background, sigma_strong, mi
     acc = np.int64 if integer else np.float64
     stride = 4
     b = ws.get(frame.shape, int(kernel), frame.dtype, acc, stride)
-    bins, code, n_rings = _tables(constants)
+    bins, code, n_rings, irun = _tables(constants)
     use_weight = constants.radial_weight is not None
     weight = constants.radial_weight if use_weight else np.ones((1, 1), np.float32)
     rsum = np.zeros(constants.n_bins, np.float64 if (use_weight or not integer) else np.int64)
@@ -385,6 +475,6 @@ def _pass(frame, constants, ws, sent, kernel, sigma_background, sigma_strong, mi
     ry, rx0, rx1, bg = ws.runs
     out = fused_pass(frame, constants.ok, sent, int(kernel), float(sigma_background), float(sigma_strong),
                      float(min_local), float(gain), float(global_threshold), bins, weight, use_weight, code, n_rings,
-                     sat, stride, b["ring_v"], b["ring_f"], b["col"], b["pre"], b["sample"], rsum, rcnt,
-                     ry, rx0, rx1, bg)
+                     sat, stride, b["ring_v"], b["ring_f"], b["col"], b["pre"], b["sample"], b["flags"], rsum, rcnt,
+                     ry, rx0, rx1, bg, irun)
     return rsum, rcnt, out

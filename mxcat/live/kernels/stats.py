@@ -289,4 +289,36 @@ def _median(sample: np.ndarray) -> float:
     n = len(sample)
     if n == 0:
         return float("nan")
+    if sample.dtype == np.float64 and sample.ndim == 1:
+        m = _count_median(sample)
+        if m == m:
+            return m
     return float(np.median(sample))
+
+
+@numba.njit(cache=True)
+def _count_median(sample):
+    """Median of small non-negative whole numbers by counting (the value ``np.median`` gives);
+    nan when a value is not a whole number in [0, 2^20) (the caller then uses ``np.median``)."""
+    n = sample.shape[0]
+    top = 0.0
+    for i in range(n):
+        v = sample[i]
+        if not (v >= 0.0 and v < 1048576.0 and v == np.floor(v) and math.copysign(1.0, v) > 0.0):
+            return np.nan
+        top = max(top, v)
+    counts = np.zeros(int(top) + 1, np.int64)
+    for i in range(n):
+        counts[int(sample[i])] += 1
+    k = (n - 1) // 2  # lower middle (0-based); upper middle is k + 1 when n is even
+    c = 0
+    lo = -1
+    for j in range(counts.shape[0]):
+        c += counts[j]
+        if lo < 0 and c > k:
+            lo = j
+        if c > k + (1 - n % 2):
+            if n % 2 == 1:
+                return float(lo)
+            return (float(lo) + float(j)) / 2.0
+    return np.nan
