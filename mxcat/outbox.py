@@ -100,6 +100,30 @@ class StateCount:
     next_at: float | None
 
 
+def _wal(db: sqlite3.Connection) -> None:
+    """Switch to WAL unless already there (the mode is stored in the file; switching needs a lock)."""
+    if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        db.execute("PRAGMA journal_mode=WAL")
+
+
+def _retry_locked(fn: Any, timeout: float) -> Any:
+    """Run *fn*, retrying while another process holds the lock SQLite needs for it.
+
+    Changing the journal mode and creating the schema can fail at once with "database is locked"
+    when several processes open the same file together, without waiting for the busy timeout.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        try:
+            return fn()
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) and "busy" not in str(err) or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+
 def _digest(payload: str) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
@@ -116,7 +140,7 @@ class Outbox:
             self.db = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
         except (OSError, sqlite3.Error) as err:
             raise ConfigError(f"cannot open the outbox: {err}", key="outbox.path", path=self.path) from err
-        self.db.execute("PRAGMA journal_mode=WAL")
+        _retry_locked(lambda: _wal(self.db), busy_timeout)
         # Only put() needs the configured durability; delivery states may be lost on power failure
         # (they fall back to PENDING and the idempotent sinks absorb the repeat), so they commit
         # without waiting for the disk.
@@ -125,8 +149,8 @@ class Outbox:
         self.db.execute("PRAGMA wal_autocheckpoint=8000")  # fewer, larger checkpoints: fewer fsyncs
         self.db.execute("PRAGMA cache_size=-65536")  # 64 MiB of page cache
         self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.executescript(SCHEMA)
-        self.db.execute("INSERT OR IGNORE INTO meta(k, v) VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        _retry_locked(lambda: self.db.executescript(SCHEMA), busy_timeout)
+        _retry_locked(lambda: self.db.execute("INSERT OR IGNORE INTO meta(k, v) VALUES ('schema', ?)", (SCHEMA_VERSION,)), busy_timeout)
         self._cache: dict[str, dict[str, dict[str, Any]]] = {}
 
     def close(self) -> None:

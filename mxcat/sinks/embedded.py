@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from mxcat.errors import ConfigError, SinkRejected, SinkUnavailable
+from mxcat.outbox import _retry_locked, _wal
 from mxcat.records import LEVELS, Subject
 from mxcat.sinks import Envelope, Health, Receipt
 
@@ -94,11 +95,11 @@ class EmbeddedSink:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
+            _retry_locked(lambda: _wal(self.db), 30.0)
             self.db.execute(f"PRAGMA synchronous={synchronous}")
             self.db.execute("PRAGMA wal_autocheckpoint=8000")  # fewer, larger checkpoints: fewer fsyncs
             self.db.execute("PRAGMA cache_size=-65536")  # 64 MiB of page cache for the indexes
-            self.db.executescript(SCHEMA)
+            _retry_locked(lambda: self.db.executescript(SCHEMA), 30.0)
         except (OSError, sqlite3.Error) as err:
             raise ConfigError(f"cannot open the embedded catalogue: {err}", key=f"sinks.{name}.path", path=self.path) from err
         self._known: set[str] = set()
