@@ -30,13 +30,52 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
-def main() -> None:
+def measure(workers: int, frames: list, frame_mb: float) -> None:
+    """One run of the runner with *workers* processes against a simulator thread."""
     import multiprocessing as mp
 
     import zmq
 
     from mxcat.live.runner import run
-    from mxcat.live.simulate import Geometry, serve, synthetic_frame
+    from mxcat.live.simulate import Geometry, serve
+
+    ctx = zmq.Context()
+    with ctx.socket(zmq.PULL) as probe:
+        port = probe.bind_to_random_port("tcp://127.0.0.1")
+    endpoint = f"tcp://127.0.0.1:{port}"
+    sent: dict = {}
+    t = threading.Thread(target=lambda: sent.update(serve(endpoint, frames=frames, protocol="eiger1", ctx=ctx,
+                                                              encoding="bs32-lz4<", geometry=Geometry(distance=0.2),
+                                                              send_timeout=60.0)), daemon=True)
+    peaks: dict[int, float] = {}
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.2):
+            for child in mp.active_children():
+                if child.pid:
+                    rss = peak_rss_mb(child.pid)
+                    if rss:
+                        peaks[child.pid] = max(peaks.get(child.pid, 0.0), rss)
+
+    w = threading.Thread(target=watch, daemon=True)
+    w.start()
+    t0 = time.perf_counter()
+    s = run(endpoint, protocol="eiger1", workers=workers, max_series=1, timeout=300, ready=t.start, queue_size=4)
+    dt = time.perf_counter() - t0
+    stop.set()
+    t.join(timeout=30)
+    ctx.term()
+    series = s.series[0] if s.series else None
+    n = series.n_frames if series else 0
+    mem = ", ".join(f"{v:.0f}" for v in peaks.values()) or "n/a"
+    print(f"workers={workers}: {n} frames analysed, {series.n_dropped if series else '?'} dropped, "
+          f"{series.frame_rate or 0:.1f} frames/s (collector), lag at end {series.lag or 0:.2f} s, wall {dt:.1f} s; "
+          f"peak RSS per worker {mem} MiB (queue bound 4 frames = {4 * frame_mb:.0f} MiB)")
+
+
+def main() -> None:
+    from mxcat.live.simulate import synthetic_frame
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--frames", type=int, default=200)
@@ -49,39 +88,7 @@ def main() -> None:
     print(f"# live engine through ZeroMQ: {args.frames} frames of {shape[0]}x{shape[1]} uint32 ({frame_mb:.1f} MiB each), "
           f"Stream V1 bs32-lz4")
     for workers in (1, 2):
-        ctx = zmq.Context()
-        with ctx.socket(zmq.PULL) as probe:
-            port = probe.bind_to_random_port("tcp://127.0.0.1")
-        endpoint = f"tcp://127.0.0.1:{port}"
-        sent: dict = {}
-        t = threading.Thread(target=lambda: sent.update(serve(endpoint, frames=frames, protocol="eiger1", ctx=ctx,
-                                                                  encoding="bs32-lz4<", geometry=Geometry(distance=0.2),
-                                                                  send_timeout=60.0)), daemon=True)
-        peaks: dict[int, float] = {}
-        stop = threading.Event()
-
-        def watch() -> None:
-            while not stop.wait(0.2):
-                for child in mp.active_children():
-                    if child.pid:
-                        rss = peak_rss_mb(child.pid)
-                        if rss:
-                            peaks[child.pid] = max(peaks.get(child.pid, 0.0), rss)
-
-        w = threading.Thread(target=watch, daemon=True)
-        w.start()
-        t0 = time.perf_counter()
-        s = run(endpoint, protocol="eiger1", workers=workers, max_series=1, timeout=300, ready=t.start, queue_size=4)
-        dt = time.perf_counter() - t0
-        stop.set()
-        t.join(timeout=30)
-        ctx.term()
-        series = s.series[0] if s.series else None
-        n = series.n_frames if series else 0
-        mem = ", ".join(f"{v:.0f}" for v in peaks.values()) or "n/a"
-        print(f"workers={workers}: {n} frames analysed, {series.n_dropped if series else '?'} dropped, "
-              f"{series.frame_rate or 0:.1f} frames/s (collector), lag at end {series.lag or 0:.2f} s, wall {dt:.1f} s; "
-              f"peak RSS per worker {mem} MiB (queue bound 4 frames = {4 * frame_mb:.0f} MiB)")
+        measure(workers, frames, frame_mb)
     print(f"(cores: {os.cpu_count()})")
 
 
