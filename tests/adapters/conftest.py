@@ -72,9 +72,10 @@ def mutations(data: bytes, seed: int, n: int = 20) -> list[bytes]:
     return out
 
 
-def fuzz_adapter(adapter, data: bytes, path, onto, *, seeds, n: int = 20) -> None:
-    """Every mutation of *data* (written to *path*) parses to values that validate, or raises this
-    adapter's ParseError naming the file; never any other exception."""
+def fuzz_adapter(adapter, data: bytes, path, onto, *, seeds, n: int = 20, nonempty: bool = False) -> None:
+    """Every mutation of *data* (written to *path*) parses to values that validate (and, with
+    *nonempty*, to at least one result), or raises this adapter's ParseError naming the file; never
+    any other exception."""
     from mxcat.errors import ParseError
 
     for seed in seeds:
@@ -85,5 +86,6 @@ def fuzz_adapter(adapter, data: bytes, path, onto, *, seeds, n: int = 20) -> Non
             except ParseError as err:
                 assert err.adapter == adapter.name and err.path == str(path), (err.adapter, err.path)
                 continue
+            assert parsed.results or not nonempty, "parsed without error but produced no result"
             for r in parsed.results:
                 values_of(parsed, onto, r.label)
