@@ -36,6 +36,13 @@ PEERS = Path(os.environ.get("PEERS_DIR", Path(tempfile.gettempdir()) / "mxcat-pe
 
 from mxcat.live.kernels import SeriesConstants  # noqa: E402
 from mxcat.live.kernels.fused import Workspace, analyse_frame  # noqa: E402
+from mxcat.live.kernels.radial_spots import RadialWorkspace, analyse_frame_radial  # noqa: E402
+
+METHODS = {
+    "radial": (RadialWorkspace, analyse_frame_radial),
+    "dispersion": (Workspace, analyse_frame),
+}
+"""The live engine's default (peakfinder8-style radial thresholds) and DIALS' dispersion method."""
 
 
 def med(f, n):
@@ -48,15 +55,17 @@ def med(f, n):
     return statistics.median(ts) * 1e3
 
 
-def measure(name, img, consts, repeat, bitshuffle):
+def measure(name, img, consts, repeat, bitshuffle, method="radial"):
+    make_ws, analyse_frame = METHODS[method]
     comp = bitshuffle.compress_lz4(img)
-    ws = Workspace()
+    ws = make_ws()
     dec = med(lambda: bitshuffle.decompress_lz4(comp, img.shape, img.dtype), repeat)
     ana = med(lambda: analyse_frame(img, constants=consts, workspace=ws), repeat)
     full = med(lambda: analyse_frame(bitshuffle.decompress_lz4(comp, img.shape, img.dtype), constants=consts,
                                      workspace=ws), repeat)
     spots = analyse_frame(img, constants=consts, workspace=ws)[0]
-    return dict(name=name, decode=dec, analysis=ana, full=full, n_spots=spots.n)
+    return dict(name=f"{name} {method[:4]}", decode=dec, analysis=ana, full=full, n_spots=spots.n, method=method,
+                frame=name)
 
 
 def peers(size):
@@ -116,11 +125,12 @@ def synth_consts(img, cy, cx):
                                  pixel_size_y=75e-6, distance=0.2, wavelength=0.98)
 
 
-def quality(synth, size, n_seeds=3):
+def quality(synth, size, n_seeds=3, method="radial"):
     """Recall for peak SNR >= 10 and false spots per spot-free frame (synth's background model)."""
+    make_ws, analyse_frame = METHODS[method]
     found = total = 0
     false = []
-    ws = Workspace()
+    ws = make_ws()
     for seed in range(n_seeds):
         img, truth, (cy, cx) = synth.frame(size, seed=100 + seed)
         c = synth_consts(img, cy, cx)
@@ -147,6 +157,7 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="+", default=["4M", "16M"])
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--no-peers", action="store_true")
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     args = ap.parse_args()
     import bitshuffle
     rows = []
@@ -156,7 +167,8 @@ def main() -> None:
         import synth
         for size in args.sizes:
             img, truth, (cy, cx) = synth.frame(size, seed=0)
-            rows.append(measure(f"synth {size}", img, synth_consts(img, cy, cx), args.repeat, bitshuffle))
+            for m in args.methods:
+                rows.append(measure(f"synth {size}", img, synth_consts(img, cy, cx), args.repeat, bitshuffle, m))
             if not args.no_peers:
                 peer[f"synth {size}"] = peers(size)
     real = None
@@ -166,22 +178,23 @@ def main() -> None:
         with h5py.File(CORPUS) as f:
             real = np.ascontiguousarray(f["entry/data/data"][0])
         c = SeriesConstants.build_without_geometry(shape=real.shape)
-        rows.append(measure("real 4M", real, c, args.repeat, bitshuffle))
-    print(f"{'frame':10} {'decode':>8} {'analysis':>9} {'full':>8} {'full/dec':>9} {'spots':>6}   vs peers (mxcat full / peer)")
+        for m in args.methods:
+            rows.append(measure("real 4M", real, c, args.repeat, bitshuffle, m))
+    print(f"{'frame':15} {'decode':>8} {'analysis':>9} {'full':>8} {'full/dec':>9} {'spots':>6}   vs peers (mxcat full / peer)")
     for r in rows:
-        p = peer.get(r["name"], {})
+        p = peer.get(r["frame"], {})
         vs = "  ".join(f"{k.replace('OM peakfinder8', 'pf8').replace('pyFAI integrate1d', 'pyFAI')} {v[0]:.1f} ms"
                        f" → {r['full'] / v[0]:.2f}×" for k, v in p.items() if "decode" not in k)
-        print(f"{r['name']:10} {r['decode']:8.1f} {r['analysis']:9.1f} {r['full']:8.1f} {r['full'] / r['decode']:9.2f}"
+        print(f"{r['name']:15} {r['decode']:8.1f} {r['analysis']:9.1f} {r['full']:8.1f} {r['full'] / r['decode']:9.2f}"
               f" {r['n_spots']:6d}   {vs}")
     if synth is not None:
-        for size in args.sizes:
-            rec, n, false = quality(synth, size)
-            print(f"detection synth {size}: recall(peak SNR>=10) {rec:.3f} of {n} spots; false spots on spot-free "
+        for size, m in ((s, m) for s in args.sizes for m in args.methods):
+            rec, n, false = quality(synth, size, method=m)
+            print(f"detection synth {size} {m}: recall(peak SNR>=10) {rec:.3f} of {n} spots; false spots on spot-free "
                   f"frames {false}")
     if real is not None and not args.no_peers:
         om = om_real_counts(real)
-        n = next(r["n_spots"] for r in rows if r["name"] == "real 4M")
+        n = ", ".join(f"{r['method']} {r['n_spots']}" for r in rows if r["frame"] == "real 4M")
         print(f"real 4M spots: mxcat {n}" + (f", OM peakfinder8 {om.get('normal')} (fast {om.get('fast')}) at "
                                               "min_snr 6, min_pixel_count 2, local_bg_radius 3" if om else
                                               ", OM peakfinder8 not available"))

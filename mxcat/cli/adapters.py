@@ -158,6 +158,7 @@ def analyse_cmd(
     files: list[Path] = typer.Argument(..., help="One HDF5 (NXmx master or DECTRIS data file) or CBF files."),
     geometry: Path = typer.Option(None, help="A CrystFEL .geom to use instead of the file's own geometry."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per frame (statistics and the spot list)."),
+    method: str = typer.Option("radial", help="Spot finding: radial (peakfinder8-style, fast) or dispersion (DIALS)"),
 ) -> None:
     """Per-frame statistics and spot lists (x, y in pixels) of detector files."""
     from mxcat.errors import ParseError
@@ -165,7 +166,7 @@ def analyse_cmd(
 
     try:
         source = open_source([str(f) for f in files], geometry=str(geometry) if geometry else None)
-        rows = analyse(source)
+        rows = analyse(source, method=method)
         for r in rows:
             if as_json:
                 typer.echo(json.dumps(r))

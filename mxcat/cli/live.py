@@ -22,6 +22,7 @@ def live(
     source: str = typer.Option(..., help="Detector endpoint, e.g. tcp://dcu:9999"),
     protocol: str = typer.Option("eiger1", help="eiger1, eiger2 or msgpack"),
     workers: int = typer.Option(2, help="Worker processes"),
+    method: str = typer.Option("radial", help="Spot finding: radial (peakfinder8-style, fast) or dispersion (DIALS)"),
     facility: str = typer.Option("local", help="Facility of the dataset subject"),
     beamline: str = typer.Option("live", help="Beamline of the dataset subject"),
     proposal: str = typer.Option(None, help="Proposal of the dataset subject"),
@@ -58,7 +59,7 @@ def live(
         cat = Catalogue.open()
     subject = {"facility": facility, "beamline": beamline, "proposal": proposal, "session": session, "dataset": dataset}
     try:
-        summary = run(source, protocol=protocol, workers=workers, feed=feed, catalogue=cat, subject=subject,
+        summary = run(source, protocol=protocol, workers=workers, method=method, feed=feed, catalogue=cat, subject=subject,
                       max_series=max_series, timeout=timeout, queue_size=queue_size, on_update=update,
                       hits_endpoint=hits, hits_buffer=hits_buffer, hits_wait=hits_wait)
     finally:

@@ -31,10 +31,12 @@ def open_source(paths: Sequence[str | Path], *, geometry: str | None = None, ove
     return CbfSource(ps, geometry=geometry, overrides=overrides)
 
 
-def analyse(source: Any, *, hit_min_spots: int = 30) -> Iterator[dict[str, Any]]:
-    """Per-frame results (statistics and spots) for every frame of *source*."""
-    from mxcat.live.kernels import SeriesConstants, find_spots, frame_statistics
+def analyse(source: Any, *, hit_min_spots: int = 30, method: str = "radial") -> Iterator[dict[str, Any]]:
+    """Per-frame results (statistics and spots) for every frame of *source* (spot finding by
+    *method*, see :data:`mxcat.live.kernels.METHODS`)."""
+    from mxcat.live.kernels import SeriesConstants, analyse_frame, make_workspace
 
+    workspace = make_workspace(method)
     constants = None
     info: SeriesInfo | None = None
     for item in source:
@@ -46,9 +48,9 @@ def analyse(source: Any, *, hit_min_spots: int = 30) -> Iterator[dict[str, Any]]
                 if info is None or info.shape is None:
                     info = SeriesInfo(series_id=item.series_id, protocol="file", shape=item.data.shape)
                 constants = SeriesConstants.from_series(info)
-            spots = find_spots(item.data, constants=constants)
-            stats = frame_statistics(item.data, spots=spots, constants=constants,
-                                     saturation_value=info.saturation_value if info else None, hit_min_spots=hit_min_spots)
+            spots, stats, _ = analyse_frame(item.data, constants=constants, method=method, workspace=workspace,
+                                            saturation_value=info.saturation_value if info else None,
+                                            hit_min_spots=hit_min_spots)
             yield {
                 "series": item.series_id,
                 "image": item.index,

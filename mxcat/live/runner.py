@@ -179,6 +179,8 @@ class WorkerOptions:
     queue_size: int = 16
     rcvhwm: int = 16
     hit_min_spots: int = 30
+    method: str = "radial"
+    """Spot-finding method (``mxcat.live.kernels.METHODS``)."""
     header_wait: float = 10.0
     settle: float = 0.05
     slow: float = 0.0
@@ -207,13 +209,7 @@ def open_source(protocol: str, endpoint: str, ctx: zmq.Context, *, rcvhwm: int =
 
 def _warm_up() -> None:
     """Compile (or load from cache) the numba kernels before the first frame arrives."""
-    from mxcat.live.kernels import (
-        SeriesConstants,
-        find_spots,
-        frame_statistics,
-        radial_profile,
-        spot_separations,
-    )
+    from mxcat.live.kernels import METHODS, SeriesConstants, analyse_frame, spot_separations
 
     geometric = SeriesConstants.build(shape=(16, 16), beam_centre_x=8.0, beam_centre_y=8.0, pixel_size_x=75e-6,
                                       pixel_size_y=75e-6, distance=0.2, wavelength=1.0, n_bins=4)
@@ -221,21 +217,20 @@ def _warm_up() -> None:
         for dtype in (np.uint16, np.uint32, np.int32):  # every type detectors send gets compiled before "ready"
             img = np.zeros((16, 16), dtype)
             img[8, 8] = 50
-            s = find_spots(img, constants=c)
-            frame_statistics(img, spots=s, constants=c, saturation_value=1000)
-            radial_profile(img, constants=c)
+            for method in METHODS:
+                analyse_frame(img, constants=c, method=method, saturation_value=1000)
     spot_separations(x=np.array([1.0, 5.0]), y=np.array([1.0, 5.0]), area_px=256.0)
 
 
-def analyse_frame(frame: Frame, constants: Any, info: SeriesInfo, *, hit_min_spots: int) -> dict[str, Any]:
+def analyse_frame(frame: Frame, constants: Any, info: SeriesInfo, *, hit_min_spots: int, method: str = "radial",
+                  workspace: Any = None) -> dict[str, Any]:
     """The compact result of one frame: statistics, spot count, radial sums, separation histogram."""
-    from mxcat.live.kernels import find_spots, frame_statistics, radial_profile, spot_separations
+    from mxcat.live.kernels import analyse_frame as kernel
+    from mxcat.live.kernels import spot_separations
 
     t0 = time.monotonic()
-    spots = find_spots(frame.data, constants=constants)
-    st = frame_statistics(frame.data, spots=spots, constants=constants, saturation_value=info.saturation_value,
-                          hit_min_spots=hit_min_spots)
-    rp = radial_profile(frame.data, constants=constants)
+    spots, st, rp = kernel(frame.data, constants=constants, method=method, workspace=workspace,
+                           saturation_value=info.saturation_value, hit_min_spots=hit_min_spots)
     ok = np.isfinite(spots.x) & np.isfinite(spots.y)
     sep = spot_separations(x=spots.x[ok], y=spots.y[ok], area_px=float(constants.n_ok))
     d = spots.d
@@ -298,6 +293,9 @@ def worker_main(wid: int, opts: WorkerOptions) -> None:
 
         hits_sock = worker_hit_socket(ctx, opts.hits)
     queue = DropOldestQueue(opts.queue_size)
+    from mxcat.live.kernels import make_workspace
+
+    workspace = make_workspace(opts.method)
     received: dict[str, int] = {}
     channel_of: dict[str, str] = {}
     source = None
@@ -397,7 +395,8 @@ def worker_main(wid: int, opts: WorkerOptions) -> None:
                         if info.shape is None or tuple(info.shape) != item.data.shape:
                             info.shape = item.data.shape
                         c = constants[sid] = SeriesConstants.from_series(info)
-                    msg = analyse_frame(item, c, info, hit_min_spots=opts.hit_min_spots)
+                    msg = analyse_frame(item, c, info, hit_min_spots=opts.hit_min_spots, method=opts.method,
+                                        workspace=workspace)
                     if hits_sock is not None and msg["stats"]["hit"]:
                         if not send_hit(hits_sock, item, info, n_spots=msg["stats"]["n_spots_total"]):
                             n_hits_dropped += 1
@@ -480,6 +479,7 @@ def run(
     timeout: float | None = None,
     queue_size: int = 16,
     hit_min_spots: int = 30,
+    method: str = "radial",
     header_wait: float = 10.0,
     end_timeout: float = 5.0,
     rotation: bool | None = None,
@@ -515,6 +515,10 @@ def run(
         raise ValueError(f"unknown protocol {protocol!r} (known: {', '.join(PROTOCOLS)})")
     if workers < 1:
         raise ValueError(f"need at least one worker, not {workers}")
+    from mxcat.live.kernels import METHODS
+
+    if method not in METHODS:
+        raise ValueError(f"unknown spot-finding method {method!r} (known: {', '.join(METHODS)})")
     t_start = time.monotonic()
     ctx = zmq.Context()
     pull = ctx.socket(zmq.PULL)
@@ -546,7 +550,7 @@ def run(
                               end_timeout=end_timeout, rotation=rotation)
         opts = WorkerOptions(source=source_endpoint, protocol=protocol, results=results_ep, control=control_ep,
                              queue_size=queue_size, rcvhwm=max(2, queue_size), hit_min_spots=hit_min_spots,
-                             header_wait=header_wait, slow=slow, source_options=dict(source_options or {}),
+                             method=method, header_wait=header_wait, slow=slow, source_options=dict(source_options or {}),
                              hits=hits_pull)
         mpc = mp.get_context(start_method)
         for w in range(workers):

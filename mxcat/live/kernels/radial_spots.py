@@ -1,0 +1,544 @@
+"""The live engine's default frame analysis: peakfinder8-style radial thresholds on 2x2 blocks.
+
+Spot finding follows the idea of Cheetah/OM's peakfinder8 (Barty et al. (2014), J. Appl. Cryst.
+47, 1118-1131; OM ``Peakfinder8PeakDetection``): the background of a pixel is described by the
+statistics of its radial bin, made robust by iterative sigma clipping, and a pixel is a peak
+candidate when it exceeds mean + n·sigma of its bin. Our version, chosen so that one frame costs
+about one extra read of the frame:
+
+* Pixels are grouped in 2x2 blocks; a block belongs to the radial bin of its mean d*² (or radius
+  without geometry), and so do its pixels — the profile bins, the background model and the
+  thresholds are all per block bin. Blocks cut by the frame edge have fewer pixels.
+* Background model per bin from the rows ``j % model_step == 0`` (every 8th row by default):
+  mean μ and standard deviation σ of the valid values, then ``clip_iterations`` passes keeping
+  values <= μ + 3σ_e, with σ_e = max(σ, sqrt(max(μ, 0)), 0.5) (σ_e is never below the Poisson
+  width of a photon-counting detector). Bins with fewer than 16 model pixels take the model of
+  the nearest bin that has enough.
+* A pixel is *strong* when valid and > μ + ``snr_grow``·σ_e of its bin, and a *seed* when
+  > μ + ``snr_seed``·σ_e. Strong pixels are joined in 8-connected components; a spot is a
+  component with ``min_spot_size`` .. ``max_spot_size`` pixels that holds at least one seed
+  (hysteresis: isolated Poisson noise rarely has a strong neighbour).
+* Per spot as in :mod:`.spots`: centroid weighted by raw values (pixel centres at i + 0.5),
+  ``intensity`` the raw sum, ``background`` the mean μ of its pixels' bins, ``intensity_net``
+  the sum of (I − μ), ``snr`` = intensity_net / sqrt(intensity).
+
+Pixel statistics in the same sweep: valid and saturated counts, the stride-4 background sample
+(rows and columns ``% 4 == 0``, as :mod:`.stats`), the radial profile (sum and count per bin,
+optionally weighted per block by the mean of its pixels' polarisation/solid-angle weights). The
+ice-ring score uses the profile: per ring, mean of the bins whose centre lies within the band
+minus the mean of its neighbour bins, over max(1, model σ of the neighbour bins). Validity as
+everywhere: detector mask, sentinel 2^n − 1, negative values and NaN. The frame is read once in
+full and ``clip_iterations + 1`` times on the model rows; only blocks whose largest value passes
+the strong threshold are looked at pixel by pixel. :func:`analyse_frame_reference` is the plain
+NumPy statement of the same definitions, used by the tests.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from .geometry import SeriesConstants, dstar2_of, sentinel_for
+
+MIN_MODEL_PIXELS = 16
+SIGMA_FLOOR = 0.5
+
+
+class BlockTables:
+    """Per-series tables of the block analysis: block bins, block weights, bin ice codes."""
+
+    def __init__(self, constants: SeriesConstants) -> None:
+        ny, nx = constants.shape
+        nby, nbx = (ny + 1) // 2, (nx + 1) // 2
+        if constants.has_geometry:
+            jj, ii = np.mgrid[0:ny, 0:nx]
+            coord = dstar2_of(x=ii + 0.5, y=jj + 0.5, beam_centre_x=constants.beam_centre_x,
+                              beam_centre_y=constants.beam_centre_y, pixel_size_x=constants.pixel_size_x,
+                              pixel_size_y=constants.pixel_size_y, distance=constants.distance,
+                              wavelength=constants.wavelength)
+        else:
+            yy, xx = np.ogrid[0:ny, 0:nx]
+            coord = np.hypot(xx + 0.5 - constants.beam_centre_x, yy + 0.5 - constants.beam_centre_y)
+        ok = constants.ok.astype(bool)
+        padded = np.zeros((2 * nby, 2 * nbx))
+        n = np.zeros((2 * nby, 2 * nbx))
+        padded[:ny, :nx] = np.where(ok, coord, 0.0)
+        n[:ny, :nx] = ok
+        bsum = padded.reshape(nby, 2, nbx, 2).sum(axis=(1, 3))
+        bn = n.reshape(nby, 2, nbx, 2).sum(axis=(1, 3))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            bc = bsum / bn
+        edges = constants.radial_edges
+        nb = len(edges) - 1
+        idx = np.floor((bc - edges[0]) * (nb / (edges[-1] - edges[0])))
+        inside = (bn > 0) & (bc >= edges[0]) & (bc <= edges[-1])
+        self.bin = np.where(inside, np.clip(idx, 0, nb - 1), -1).astype(np.int16 if nb < 32767 else np.int32)
+        self.n_bins = nb
+        if constants.radial_weight is not None:
+            w = np.zeros((2 * nby, 2 * nbx))
+            w[:ny, :nx] = np.where(ok, constants.radial_weight, 0.0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                self.weight = np.where(bn > 0, w.reshape(nby, 2, nbx, 2).sum(axis=(1, 3)) / bn, 0.0)
+        else:
+            self.weight = None
+        centres = 0.5 * (edges[:-1] + edges[1:])
+        code = np.zeros(nb, np.int8)
+        if constants.has_geometry and len(constants.ice_dstar2):
+            dist = np.abs(centres[:, None] - constants.ice_dstar2[None, :])
+            k = dist.argmin(axis=1)
+            dk = dist[np.arange(nb), k]
+            hw = constants.ice_half_width
+            code = np.where(dk <= hw, k + 1, np.where(dk <= 3 * hw, -(k + 1), 0)).astype(np.int8)
+        self.ice_code = code
+        self.n_rings = len(constants.ice_dstar2) if constants.has_geometry else 0
+
+    @classmethod
+    def of(cls, constants: SeriesConstants) -> BlockTables:
+        t = getattr(constants, "_block_tables", None)
+        if t is None:
+            t = constants._block_tables = cls(constants)
+        return t
+
+
+@numba.njit(cache=True, inline="always")
+def _valid(v, okp, sentinel):
+    return (okp != 0) & (v != sentinel) & (v >= 0) & (v == v)
+
+
+@numba.njit(cache=True)
+def model_sums(img, ok, sentinel, bbin, step, clip, acc):
+    """Count, sum and sum of squares per block bin of the valid values <= ``clip[bin]`` on the rows
+    ``j % step == 0``; ``acc`` (n_bins, 3, 4) is zeroed here (4 interleaved lanes)."""
+    ny, nx = img.shape
+    acc[:] = 0.0
+    for j in range(0, ny, step):
+        src = img[j]
+        okr = ok[j]
+        br = bbin[j >> 1]
+        for i in range(nx):
+            b = br[i >> 1]
+            v = src[i]
+            if b >= 0 and _valid(v, okr[i], sentinel):
+                f = float(v)
+                if f <= clip[b]:
+                    lane = i & 3
+                    acc[b, 0, lane] += 1.0
+                    acc[b, 1, lane] += f
+                    acc[b, 2, lane] += f * f
+
+
+HIST = 256
+"""Integer values below this go to the per-bin histograms of the background model; larger ones are listed."""
+
+
+@numba.njit(cache=True)
+def model_histogram(img, ok, sentinel, bbin, step, hist, big_b, big_v):
+    """Integer frames: per block bin, counts of the valid values 0..HIST−1 on the rows
+    ``j % step == 0`` (``hist`` (4, n_bins, HIST), zeroed here, 4 interleaved lanes), and the
+    bin and value of the larger ones (at most ``len(big_b)``). Returns the number of larger
+    values, or −1 when they do not fit (the caller then uses :func:`model_sums`)."""
+    ny, nx = img.shape
+    hist[:] = 0
+    n_big = 0
+    cap = big_b.shape[0]
+    for j in range(0, ny, step):
+        src = img[j]
+        okr = ok[j]
+        br = bbin[j >> 1]
+        for i in range(nx):
+            b = br[i >> 1]
+            v = src[i]
+            if b >= 0 and _valid(v, okr[i], sentinel):
+                if v < HIST:
+                    hist[i & 3, b, v] += 1
+                else:
+                    if n_big == cap:
+                        return -1
+                    big_b[n_big] = b
+                    big_v[n_big] = float(v)
+                    n_big += 1
+    return n_big
+
+
+@numba.njit(cache=True)
+def histogram_moments(h, big_b, big_v, n_big, clip, out):
+    """Count, sum and sum of squares per bin of the model values <= ``clip[bin]`` from the
+    histograms ``h`` (n_bins, HIST) and the listed larger values; into ``out`` (n_bins, 3)."""
+    nb = h.shape[0]
+    for b in range(nb):
+        c = 0.0
+        s1 = 0.0
+        s2 = 0.0
+        top = min(HIST - 1, int(np.floor(clip[b]))) if clip[b] < HIST else HIST - 1
+        for v in range(top + 1):
+            n = float(h[b, v])
+            c += n
+            s1 += n * v
+            s2 += n * v * v
+        out[b, 0] = c
+        out[b, 1] = s1
+        out[b, 2] = s2
+    for k in range(n_big):
+        b = big_b[k]
+        f = big_v[k]
+        if f <= clip[b]:
+            out[b, 0] += 1.0
+            out[b, 1] += f
+            out[b, 2] += f * f
+
+
+def _model_from_moments(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    nb = s.shape[0]
+    n = s[:, 0]
+    good = n >= MIN_MODEL_PIXELS
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m = np.where(good, s[:, 1] / n, 0.0)
+        var = np.where(good, s[:, 2] / n - m * m, 0.0)
+    sig = np.maximum(np.maximum(np.sqrt(np.maximum(var, 0.0)), np.sqrt(np.maximum(m, 0.0))), SIGMA_FLOOR)
+    if good.any() and not good.all():
+        have = np.flatnonzero(good)
+        idx = np.arange(nb)
+        pos = np.clip(np.searchsorted(have, idx), 0, len(have) - 1)
+        left = have[np.maximum(pos - 1, 0)]
+        right = have[pos]
+        near = np.where(np.abs(idx - left) <= np.abs(right - idx), left, right)
+        m, sig = m[near], sig[near]
+    return m, sig
+
+
+def background_model(img, ok, sentinel, tables: BlockTables, *, step: int, iterations: int, ws: dict | None = None):
+    """(μ, σ_e) per bin after iterative clipping (see module docstring). Integer frames are read
+    once (histograms of small values plus a list of the others); float frames, or integer frames
+    with too many large values, once per iteration."""
+    nb = tables.n_bins
+    ws = {} if ws is None else ws
+    clip = np.full(nb, np.inf)
+    if np.issubdtype(img.dtype, np.integer):
+        hist = ws.setdefault("hist", np.zeros((4, nb, HIST), np.int32))
+        big_b = ws.setdefault("big_b", np.empty(1 << 17, np.int32))
+        big_v = ws.setdefault("big_v", np.empty(1 << 17, np.float64))
+        n_big = model_histogram(img, ok, sentinel, tables.bin, step, hist, big_b, big_v)
+        if n_big >= 0:
+            h = hist.sum(axis=0)
+            mom = np.zeros((nb, 3))
+            for _ in range(iterations + 1):
+                histogram_moments(h, big_b, big_v, n_big, clip, mom)
+                mu, sig = _model_from_moments(mom)
+                clip = mu + 3.0 * sig
+            return mu, sig
+    acc = ws.setdefault("acc", np.zeros((nb, 3, 4)))
+    for _ in range(iterations + 1):
+        model_sums(img, ok, sentinel, tables.bin, step, clip, acc)
+        mu, sig = _model_from_moments(acc.sum(axis=2))
+        clip = mu + 3.0 * sig
+    return mu, sig
+
+
+@numba.njit(cache=True)
+def _block_row(r0, r1, o0, o1, two, sentinel, saturation, bs, bc, bm):
+    """Valid sum, count and maximum of each 2x2 block of rows r0/r1 (r1 ignored unless ``two``),
+    in the frame's own type (``bs`` int64 for integer frames, float64 otherwise; ``bm`` the frame
+    type; ``saturation`` in the frame type); returns the number of saturated valid pixels.
+    Branch-free, so it vectorises."""
+    nx = r0.shape[0]
+    nfull = nx // 2
+    zero = r0[0] - r0[0]
+    zs = bs[0] - bs[0]
+    n_sat = 0
+    for bx in range(nfull):
+        i = 2 * bx
+        a = r0[i]
+        b = r0[i + 1]
+        c = r1[i]
+        d = r1[i + 1]
+        ga = _valid(a, o0[i], sentinel)
+        gb = _valid(b, o0[i + 1], sentinel)
+        gc = _valid(c, o1[i], sentinel) & two
+        gd = _valid(d, o1[i + 1], sentinel) & two
+        va = a if ga else zero
+        vb = b if gb else zero
+        vc = c if gc else zero
+        vd = d if gd else zero
+        bs[bx] = ((zs + va) + vb) + (vc + zs + vd)
+        bc[bx] = np.int32(ga) + np.int32(gb) + np.int32(gc) + np.int32(gd)
+        bm[bx] = max(max(va, vb), max(vc, vd))
+        n_sat += np.int32(va >= saturation) + np.int32(vb >= saturation) + np.int32(vc >= saturation) \
+            + np.int32(vd >= saturation)
+    if nfull * 2 < nx:  # odd width: the last block has one column
+        i = nx - 1
+        a = r0[i]
+        c = r1[i]
+        ga = _valid(a, o0[i], sentinel)
+        gc = _valid(c, o1[i], sentinel) & two
+        va = a if ga else zero
+        vc = c if gc else zero
+        bs[nfull] = (zs + va) + (zs + vc)
+        bc[nfull] = np.int32(ga) + np.int32(gc)
+        bm[nfull] = max(va, vc)
+        n_sat += np.int32(va >= saturation) + np.int32(vc >= saturation)
+    return n_sat
+
+
+@numba.njit(cache=True)
+def _profile_row(br, wr, use_weight, bs, bc, rsum, rcnt):
+    """Add one block row to the profile sums (4 interleaved lanes); returns its valid pixel count."""
+    n_valid = 0
+    for bx in range(br.shape[0]):
+        b = br[bx]
+        if b >= 0:
+            lane = bx & 3
+            s = float(bs[bx]) * wr[bx] if use_weight else float(bs[bx])
+            rsum[b, lane] += s
+            rcnt[b, lane] += bc[bx]
+            n_valid += bc[bx]
+    return n_valid
+
+
+@numba.njit(cache=True)
+def _seed_row(br, bm, thr_hi, out):
+    """Block columns of one block row whose maximum passes the seed threshold; returns their count."""
+    n = 0
+    for bx in range(br.shape[0]):
+        b = br[bx]
+        if b >= 0 and float(bm[bx]) > thr_hi[b]:
+            out[n] = bx
+            n += 1
+    return n
+
+
+@numba.njit(cache=True)
+def block_pass(img, ok, sentinel, bbin, bweight, use_weight, thr_hi, saturation, rsum, rcnt, sample, bs, bc, bm, seeds):
+    """The full sweep (see module docstring). ``rsum``/``rcnt`` (n_bins, 4) are zeroed here;
+    ``bs``/``bc``/``bm`` are row buffers of length ≥ number of block columns; ``seeds`` receives
+    the flat indices (by·nbx + bx) of blocks whose largest valid value passes the seed threshold
+    (grown by doubling). Returns (n_valid, n_sat, n_sample, n_seed_blocks, seeds)."""
+    ny, nx = img.shape
+    nbx = (nx + 1) // 2
+    rsum[:] = 0.0
+    rcnt[:] = 0
+    n_valid = 0
+    n_sat = 0
+    n_sample = 0
+    n_seed = 0
+    row_seeds = np.empty(nbx, np.int64)
+    for by in range((ny + 1) // 2):
+        j0 = 2 * by
+        two = j0 + 1 < ny
+        j1 = j0 + 1 if two else j0
+        n_sat += _block_row(img[j0], img[j1], ok[j0], ok[j1], two, sentinel, saturation, bs, bc, bm)
+        if j0 % 4 == 0:  # background sample: rows and columns % 4 == 0
+            r0 = img[j0]
+            o0 = ok[j0]
+            for i in range(0, nx, 4):
+                v = r0[i]
+                if _valid(v, o0[i], sentinel):
+                    sample[n_sample] = float(v)
+                    n_sample += 1
+        br = bbin[by]
+        n_valid += _profile_row(br, bweight[by if use_weight else 0], use_weight, bs, bc, rsum, rcnt)
+        k = _seed_row(br, bm, thr_hi, row_seeds)
+        for q in range(k):
+            if n_seed == seeds.shape[0]:
+                seeds = _grow(seeds, n_seed)
+            seeds[n_seed] = by * nbx + row_seeds[q]
+            n_seed += 1
+    return n_valid, n_sat, n_sample, n_seed, seeds
+
+
+@numba.njit(cache=True)
+def _grow(a, n):
+    b = np.empty(2 * a.shape[0], a.dtype)
+    b[:n] = a[:n]
+    return b
+
+
+@numba.njit(cache=True)
+def grow_spots(img, ok, sentinel, bbin, thr_lo, thr_hi, mu, seeds, n_seed, max_spot_size, visited, stack, out):
+    """Components of strong pixels (8-connected, > ``thr_lo`` of their block bin) that contain a
+    seed pixel, found by flood fill from the seeds of the seed blocks. Per component one row of
+    ``out`` (grown by doubling): pixels, raw sum, value-weighted x and y sums, background sum,
+    peak. ``visited`` (frame shape, all zero on entry) is zero again on return; ``stack`` (2, n)
+    holds the rows and columns of the marked pixels (grown by doubling). Components larger than
+    ``max_spot_size`` are walked to their end (so no seed restarts them) and dropped.
+    Returns (n_components, out, stack)."""
+    ny, nx = img.shape
+    nbx = (nx + 1) // 2
+    n_out = 0
+    n_marked = 0
+    for q in range(n_seed):
+        by = seeds[q] // nbx
+        bx = seeds[q] - by * nbx
+        b = bbin[by, bx]
+        for j in range(2 * by, min(2 * by + 2, ny)):
+            for i in range(2 * bx, min(2 * bx + 2, nx)):
+                v = img[j, i]
+                if visited[j, i] != 0 or not _valid(v, ok[j, i], sentinel) or not float(v) > thr_hi[b]:
+                    continue
+                # flood fill: stack[:, start:top] are this component's pixels
+                start = n_marked
+                top = n_marked
+                visited[j, i] = 1
+                if top == stack.shape[1]:
+                    stack = _grow2(stack, top)
+                stack[0, top] = j
+                stack[1, top] = i
+                top += 1
+                k = start
+                while k < top:
+                    pj = stack[0, k]
+                    pi = stack[1, k]
+                    k += 1
+                    for jj in range(max(pj - 1, 0), min(pj + 2, ny)):
+                        for ii in range(max(pi - 1, 0), min(pi + 2, nx)):
+                            if visited[jj, ii] != 0:
+                                continue
+                            w = img[jj, ii]
+                            bb = bbin[jj >> 1, ii >> 1]
+                            if bb >= 0 and _valid(w, ok[jj, ii], sentinel) and float(w) > thr_lo[bb]:
+                                visited[jj, ii] = 1
+                                if top == stack.shape[1]:
+                                    stack = _grow2(stack, top)
+                                stack[0, top] = jj
+                                stack[1, top] = ii
+                                top += 1
+                n_marked = top
+                npx = top - start
+                if npx > max_spot_size:
+                    continue
+                if n_out == out.shape[0]:
+                    grown = np.zeros((2 * out.shape[0], out.shape[1]))
+                    grown[:n_out] = out[:n_out]
+                    out = grown
+                s = 0.0
+                sx = 0.0
+                sy = 0.0
+                sb = 0.0
+                peak = 0.0
+                for t in range(start, top):
+                    pj = stack[0, t]
+                    pi = stack[1, t]
+                    f = float(img[pj, pi])
+                    s += f
+                    sx += f * (pi + 0.5)
+                    sy += f * (pj + 0.5)
+                    sb += mu[bbin[pj >> 1, pi >> 1]]
+                    peak = max(peak, f)
+                out[n_out, 0] = npx
+                out[n_out, 1] = s
+                out[n_out, 2] = sx
+                out[n_out, 3] = sy
+                out[n_out, 4] = sb
+                out[n_out, 5] = peak
+                n_out += 1
+    for t in range(n_marked):
+        visited[stack[0, t], stack[1, t]] = 0
+    return n_out, out, stack
+
+
+@numba.njit(cache=True)
+def _grow2(a, n):
+    b = np.empty((2, 2 * a.shape[1]), a.dtype)
+    b[:, :n] = a[:, :n]
+    return b
+
+
+class RadialWorkspace:
+    """Reusable per-worker buffers for :func:`analyse_frame_radial` (sized on first use; not thread-safe).
+    Holds about one byte per pixel (the flood-fill marks) plus a few block rows and per-bin arrays."""
+
+    def __init__(self) -> None:
+        self._key = None
+        self.b: dict = {}
+
+    def get(self, shape: tuple[int, int], n_bins: int, dtype: np.dtype) -> dict:
+        key = (shape, n_bins, np.dtype(dtype))
+        if key != self._key:
+            ny, nx = shape
+            nbx = (nx + 1) // 2
+            self.b = dict(rsum=np.zeros((n_bins, 4)), rcnt=np.zeros((n_bins, 4), np.int64),
+                          sample=np.empty(((ny + 3) // 4) * ((nx + 3) // 4), np.float64), bs=np.empty(nbx, np.int64 if np.issubdtype(dtype, np.integer) else np.float64),
+                          bc=np.empty(nbx, np.int32), bm=np.empty(nbx, dtype), seeds=np.empty(1024, np.int64),
+                          visited=np.zeros(shape, np.uint8), stack=np.empty((2, 4096), np.int32), out=np.zeros((256, 6)))
+            self._key = key
+        return self.b
+
+
+def analyse_frame_radial(frame: np.ndarray, *, constants: SeriesConstants, workspace: RadialWorkspace | None = None,
+                         snr_seed: float = 7.0, snr_grow: float = 3.0, min_spot_size: int = 3, max_spot_size: int = 1000,
+                         model_step: int = 8, clip_iterations: int = 2, saturation_value: float | None = None,
+                         hit_min_spots: int = 30, sentinel: int | float | None = None):
+    """Spots, statistics and radial profile of one frame: ``(SpotList, FrameStats, RadialProfile)``
+    (definitions in the module docstring)."""
+    from .radial import RadialProfile
+    from .spots import SpotList
+    from .stats import finish_statistics
+
+    if frame.shape != constants.shape:
+        raise ValueError(f"frame shape {frame.shape} does not match series shape {constants.shape}")
+    if not snr_seed >= snr_grow:
+        raise ValueError(f"snr_seed ({snr_seed}) must be >= snr_grow ({snr_grow})")
+    ws = workspace if workspace is not None else RadialWorkspace()
+    t = BlockTables.of(constants)
+    b = ws.get(frame.shape, t.n_bins, frame.dtype)
+    sent = sentinel_for(frame.dtype) if sentinel is None else frame.dtype.type(sentinel)
+    mu, sig = background_model(frame, constants.ok, sent, t, step=int(model_step), iterations=int(clip_iterations),
+                               ws=b)
+    thr_lo = mu + snr_grow * sig
+    thr_hi = mu + snr_seed * sig
+    sat = _native_saturation(saturation_value, frame.dtype)
+    use_w = t.weight is not None
+    bw = t.weight if use_w else np.zeros((1, 1))
+    n_valid, n_sat, n_sample, n_seed, b["seeds"] = block_pass(
+        frame, constants.ok, sent, t.bin, bw, use_w, thr_hi, sat, b["rsum"], b["rcnt"], b["sample"], b["bs"], b["bc"],
+        b["bm"], b["seeds"])
+    n_comp, b["out"], b["stack"] = grow_spots(frame, constants.ok, sent, t.bin, thr_lo, thr_hi, mu, b["seeds"], n_seed,
+                                              int(max_spot_size), b["visited"], b["stack"], b["out"])
+    o = b["out"][:n_comp]
+    o = o[o[:, 0] >= min_spot_size]
+    npx, s, sx, sy, sb, peak = (o[:, k] for k in range(6))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x = np.where(s > 0, sx / s, np.nan)
+        y = np.where(s > 0, sy / s, np.nan)
+        net = s - sb
+        snr = np.where(s > 0, net / np.sqrt(s), 0.0)
+    spots = SpotList(x=x, y=y, intensity=s, intensity_net=net, background=sb / np.maximum(npx, 1),
+                     n_pixels=npx.astype(np.int32), peak=peak, snr=snr, dstar2=constants.spot_dstar2(x=x, y=y),
+                     n_strong_pixels=int(npx.sum()))
+    rsum = b["rsum"].sum(axis=1)
+    rcnt = b["rcnt"].sum(axis=1)
+    band, nbr = ice_sums(rsum, rcnt, sig, t)
+    stats = finish_statistics(spots=spots, constants=constants, n_valid=int(n_valid), n_sat=int(n_sat), band=band,
+                              nbr=nbr, sample=b["sample"][:n_sample], hit_min_spots=hit_min_spots)
+    prof = RadialProfile(axis=constants.radial_axis, edges=constants.radial_edges, sums=rsum, n_pixels=rcnt)
+    return spots, stats, prof
+
+
+def _native_saturation(value: float | None, dtype: np.dtype):
+    """The saturation threshold in the frame's type: valid values ``>=`` it count as saturated
+    (never, when no value is given or it lies above the type's range)."""
+    dt = np.dtype(dtype)
+    if np.issubdtype(dt, np.integer):
+        top = np.iinfo(dt).max
+        if value is None or value > top:
+            return dt.type(top)  # the sentinel: never a valid value
+        return dt.type(max(np.ceil(value), np.iinfo(dt).min))
+    return dt.type(np.inf if value is None else value)
+
+
+def ice_sums(rsum: np.ndarray, rcnt: np.ndarray, sig: np.ndarray, t: BlockTables) -> tuple[np.ndarray, np.ndarray]:
+    """Per ring (row k = ring k, row 0 unused): [pixels, sum, sum of squares] of the band bins and of
+    the neighbour bins, the neighbours' second moment taken from the background model
+    (n·(σ² + mean²)), so that :func:`.stats.finish_statistics` gives the score of the module docstring."""
+    band = np.zeros((t.n_rings + 1, 3))
+    nbr = np.zeros((t.n_rings + 1, 3))
+    for k in range(1, t.n_rings + 1):
+        inb = t.ice_code == k
+        inn = t.ice_code == -k
+        band[k, 0], band[k, 1] = rcnt[inb].sum(), rsum[inb].sum()
+        n = rcnt[inn].sum()
+        nbr[k, 0], nbr[k, 1] = n, rsum[inn].sum()
+        if n > 0:
+            mean = nbr[k, 1] / n
+            var = float((rcnt[inn] * sig[inn] ** 2).sum() / n)
+            nbr[k, 2] = n * (var + mean * mean)
+    return band, nbr

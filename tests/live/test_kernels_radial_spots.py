@@ -1,0 +1,212 @@
+"""The radial (peakfinder8-style) analysis against a plain NumPy/Python statement of its definitions.
+
+Small frames with odd sizes, sentinels, masked pixels, spots, several dtypes, with and without
+geometry; the model is checked on both of its paths (histograms and repeated moment passes).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mxcat.live.kernels import SeriesConstants, analyse_frame, make_workspace
+from mxcat.live.kernels import radial_spots as rs
+from mxcat.live.kernels.geometry import sentinel_for
+
+
+def reference(frame, c, *, snr_seed=7.0, snr_grow=3.0, min_spot_size=3, max_spot_size=1000, step=8, iterations=2,
+              saturation=None):
+    """Every definition of radial_spots written out plainly."""
+    t = rs.BlockTables(c)
+    ny, nx = frame.shape
+    f = frame.astype(np.float64)
+    sent = sentinel_for(frame.dtype)
+    valid = (c.ok != 0) & (frame != sent) & (f >= 0) & ~np.isnan(f)
+    pbin = np.repeat(np.repeat(t.bin, 2, 0), 2, 1)[:ny, :nx].astype(np.int64)
+    nb = t.n_bins
+    clip = np.full(nb, np.inf)
+    rows = np.zeros_like(valid)
+    rows[::step] = True
+    for _ in range(iterations + 1):
+        n = np.zeros(nb)
+        s1 = np.zeros(nb)
+        s2 = np.zeros(nb)
+        for j, i in zip(*np.nonzero(rows & valid & (pbin >= 0)), strict=True):
+            b = pbin[j, i]
+            if f[j, i] <= clip[b]:
+                n[b] += 1
+                s1[b] += f[j, i]
+                s2[b] += f[j, i] ** 2
+        mu = np.zeros(nb)
+        sig = np.zeros(nb)
+        good = n >= rs.MIN_MODEL_PIXELS
+        for b in range(nb):
+            if good[b]:
+                mu[b] = s1[b] / n[b]
+                sd = np.sqrt(max(s2[b] / n[b] - mu[b] ** 2, 0.0))
+                sig[b] = max(sd, np.sqrt(max(mu[b], 0.0)), rs.SIGMA_FLOOR)
+        if good.any():
+            have = np.flatnonzero(good)
+            for b in range(nb):
+                if not good[b]:
+                    d = np.abs(have - b)
+                    k = have[np.flatnonzero(d == d.min())[0]]  # nearest; the lower one on a tie
+                    mu[b], sig[b] = mu[k], sig[k]
+        else:
+            sig[:] = rs.SIGMA_FLOOR
+        clip = mu + 3.0 * sig
+    lo = np.where(pbin >= 0, (mu + snr_grow * sig)[np.maximum(pbin, 0)], np.inf)
+    hi = np.where(pbin >= 0, (mu + snr_seed * sig)[np.maximum(pbin, 0)], np.inf)
+    strong = valid & (f > lo)
+    seed = valid & (f > hi)
+    # 8-connected components of strong pixels (plain BFS)
+    label = -np.ones((ny, nx), int)
+    spots = []
+    for j0, i0 in zip(*np.nonzero(strong), strict=True):
+        if label[j0, i0] >= 0:
+            continue
+        comp = [(j0, i0)]
+        label[j0, i0] = len(spots)
+        k = 0
+        while k < len(comp):
+            j, i = comp[k]
+            k += 1
+            for jj in range(max(j - 1, 0), min(j + 2, ny)):
+                for ii in range(max(i - 1, 0), min(i + 2, nx)):
+                    if strong[jj, ii] and label[jj, ii] < 0:
+                        label[jj, ii] = len(spots)
+                        comp.append((jj, ii))
+        spots.append(comp)
+    out = []
+    for comp in spots:
+        if not (min_spot_size <= len(comp) <= max_spot_size) or not any(seed[p] for p in comp):
+            continue
+        v = np.array([f[p] for p in comp])
+        jj = np.array([p[0] for p in comp]) + 0.5
+        ii = np.array([p[1] for p in comp]) + 0.5
+        bg = sum(mu[pbin[p]] for p in comp)
+        out.append((ii @ v / v.sum(), jj @ v / v.sum(), v.sum(), v.sum() - bg, len(comp), v.max()))
+    out.sort()
+    # profile per block bin, optionally weighted per block
+    rsum = np.zeros(nb)
+    rcnt = np.zeros(nb, int)
+    for j, i in zip(*np.nonzero(valid & (pbin >= 0)), strict=True):
+        w = t.weight[j // 2, i // 2] if t.weight is not None else 1.0
+        rsum[pbin[j, i]] += f[j, i] * w
+        rcnt[pbin[j, i]] += 1
+    n_sat = int((valid & (f >= saturation)).sum()) if saturation is not None else 0
+    sample = f[::4, ::4][valid[::4, ::4]]
+    return dict(spots=out, rsum=rsum, rcnt=rcnt, n_valid=int(valid.sum()), n_sat=n_sat,
+                background=float(np.median(sample)), mu=mu, sig=sig)
+
+
+def make_frame(shape, dtype, seed, *, n_spots=6, bg=0.6, sentinel_rows=True):
+    rng = np.random.default_rng(seed)
+    ny, nx = shape
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    r = np.hypot(yy - ny / 2, xx - nx / 2)
+    img = rng.poisson(bg + 2.0 * np.exp(-r / (0.3 * nx))).astype(np.float64)
+    for _ in range(n_spots):
+        y, x = rng.uniform(3, ny - 3), rng.uniform(3, nx - 3)
+        a = rng.uniform(15, 300)
+        img += rng.poisson(a * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 0.8**2)))
+    img = img.astype(dtype)
+    if sentinel_rows:
+        img[ny // 3, :] = sentinel_for(dtype)
+        img[:, nx // 4] = sentinel_for(dtype)
+    return img
+
+
+def constants(shape, *, geometry, mask=None, weighted=False):
+    ny, nx = shape
+    if geometry:
+        return SeriesConstants.build(shape=shape, beam_centre_x=nx / 2 + 0.3, beam_centre_y=ny / 2 - 1.7,
+                                     pixel_size_x=75e-6, pixel_size_y=75e-6, distance=0.05, wavelength=1.0, mask=mask,
+                                     n_bins=12, polarisation_factor=0.99 if weighted else None)
+    return SeriesConstants.build_without_geometry(shape=shape, mask=mask, n_bins=12)
+
+
+def check(frame, c, **kw):
+    ref = reference(frame, c, saturation=kw.get("saturation_value"),
+                    **{k: v for k, v in kw.items() if k in ("snr_seed", "snr_grow", "max_spot_size")})
+    spots, stats, prof = analyse_frame(frame, constants=c, method="radial", workspace=make_workspace("radial"), **kw)
+    got = sorted(zip(spots.x, spots.y, spots.intensity, spots.intensity_net, spots.n_pixels, spots.peak, strict=True))
+    assert len(got) == len(ref["spots"])
+    for a, b in zip(got, ref["spots"], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(prof.sums, ref["rsum"], rtol=1e-12)
+    np.testing.assert_array_equal(prof.n_pixels, ref["rcnt"])
+    assert stats.n_valid_pixels == ref["n_valid"]
+    assert stats.background == ref["background"]
+    if kw.get("saturation_value") is not None:
+        assert stats.saturated_fraction == pytest.approx(ref["n_sat"] / ref["n_valid"])
+    return spots, stats
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint32, np.int32, np.float32])
+@pytest.mark.parametrize("geometry", [True, False])
+@pytest.mark.parametrize("shape", [(37, 41), (40, 33)])
+def test_matches_the_plain_definitions(dtype, geometry, shape):
+    rng = np.random.default_rng(7)
+    mask = (rng.random(shape) < 0.02).astype(np.uint8)
+    for seed in range(3):
+        img = make_frame(shape, dtype, seed)
+        spots, _ = check(img, constants(shape, geometry=geometry, mask=mask), saturation_value=40)
+        assert spots.n >= 1
+
+
+def test_weighted_profile_and_thresholds_options():
+    img = make_frame((31, 35), np.uint32, 3)
+    check(img, constants((31, 35), geometry=True, weighted=True))
+    check(img, constants((31, 35), geometry=True), snr_seed=5.0, snr_grow=2.0)
+
+
+def test_model_paths_agree_when_values_are_large():
+    """Integer frames with many values >= HIST leave the histogram path for repeated passes: same model."""
+    shape = (48, 52)
+    img = make_frame(shape, np.uint32, 5, bg=400.0)
+    c = constants(shape, geometry=True)
+    t = rs.BlockTables(c)
+    sent = sentinel_for(img.dtype)
+    small = {"big_b": np.empty(4, np.int32), "big_v": np.empty(4)}  # too few slots: moment passes
+    mu_a, sig_a = rs.background_model(img, c.ok, sent, t, step=8, iterations=2, ws=small)
+    mu_b, sig_b = rs.background_model(img, c.ok, sent, t, step=8, iterations=2)  # histogram + list
+    np.testing.assert_allclose(mu_a, mu_b, rtol=1e-12)
+    np.testing.assert_allclose(sig_a, sig_b, rtol=1e-12)
+    ref = reference(img, c)
+    np.testing.assert_allclose(mu_b, ref["mu"], rtol=1e-12)
+    check(img, c)
+
+
+def test_noise_alone_gives_no_spots_and_a_blank_frame_is_fine():
+    rng = np.random.default_rng(11)
+    shape = (200, 180)
+    c = constants(shape, geometry=True)
+    for _ in range(3):
+        noise = rng.poisson(0.5, shape).astype(np.uint32)
+        spots, stats = check(noise, c)
+        assert spots.n <= 1 and not stats.hit
+    spots, stats = check(np.zeros(shape, np.uint16), c)
+    assert spots.n == 0 and stats.background == 0.0
+    allbad = np.full(shape, sentinel_for(np.uint16), np.uint16)
+    spots, stats, _ = analyse_frame(allbad, constants=c)
+    assert spots.n == 0 and stats.n_valid_pixels == 0
+
+
+def test_components_larger_than_the_limit_are_dropped_whole():
+    shape = (64, 70)
+    img = make_frame(shape, np.uint32, 1, n_spots=10, sentinel_rows=False)
+    c = constants(shape, geometry=True)
+    s, _, _ = analyse_frame(img, constants=c)
+    big = int(s.n_pixels.max())
+    assert big >= 4
+    smaller, _ = check(img, c, max_spot_size=big - 1)  # the reference drops it too, seeds and all
+    assert smaller.n == s.n - int((s.n_pixels == big).sum()) and not (smaller.n_pixels >= big).any()
+
+
+def test_unknown_method_and_bad_thresholds_are_refused():
+    c = constants((8, 8), geometry=False)
+    with pytest.raises(ValueError, match="unknown spot-finding method"):
+        analyse_frame(np.zeros((8, 8), np.uint16), constants=c, method="magic")
+    with pytest.raises(ValueError, match="snr_seed"):
+        analyse_frame(np.zeros((8, 8), np.uint16), constants=c, snr_seed=2.0, snr_grow=3.0)
