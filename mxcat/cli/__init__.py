@@ -53,12 +53,13 @@ def _root(
 
 
 def _register() -> None:
-    from mxcat.cli import adapters, catalogue, demo, live, ontology
+    from mxcat.cli import adapters, catalogue, demo, icat, live, ontology
 
     app.add_typer(ontology.app, name="ontology")
     app.add_typer(catalogue.outbox_app, name="outbox")
     app.add_typer(catalogue.config_app, name="config")
     app.add_typer(adapters.adapters_app, name="adapters")
+    app.add_typer(icat.app, name="icat")
     app.command("demo")(demo.demo)
     app.command("ingest")(adapters.ingest)
     app.command("parse")(adapters.parse_cmd)
