@@ -9,7 +9,7 @@ about one extra read of the frame:
 * Pixels are grouped in 2x2 blocks; a block belongs to the radial bin of its mean d*² (or radius
   without geometry), and so do its pixels — the profile bins, the background model and the
   thresholds are all per block bin. Blocks cut by the frame edge have fewer pixels.
-* Background model per bin from the rows ``j % model_step == 0`` (every 8th row by default):
+* Background model per bin from the rows ``j % model_step == 0`` (every 16th row by default):
   mean μ and standard deviation σ of the valid values, then ``clip_iterations`` passes keeping
   values <= μ + 3σ_e, with σ_e = max(σ, sqrt(max(μ, 0)), 0.5) (σ_e is never below the Poisson
   width of a photon-counting detector). Bins with fewer than 16 model pixels take the model of
@@ -22,15 +22,20 @@ about one extra read of the frame:
   ``intensity`` the raw sum, ``background`` the mean μ of its pixels' bins, ``intensity_net``
   the sum of (I − μ), ``snr`` = intensity_net / sqrt(intensity).
 
-Pixel statistics in the same sweep: valid and saturated counts, the stride-4 background sample
-(rows and columns ``% 4 == 0``, as :mod:`.stats`), the radial profile (sum and count per bin,
+The frame's ``background`` is the median of the valid model-row pixels inside the profile range
+(the DIALS-definition path uses a stride-4 grid instead; both estimate the typical pixel value).
+Pixel statistics in the same sweep: valid and saturated counts, the radial profile (sum and count per bin,
 optionally weighted per block by the mean of its pixels' polarisation/solid-angle weights). The
 ice-ring score uses the profile: per ring, mean of the bins whose centre lies within the band
 minus the mean of its neighbour bins, over max(1, model σ of the neighbour bins). Validity as
-everywhere: detector mask, sentinel 2^n − 1, negative values and NaN. The frame is read once in
-full and ``clip_iterations + 1`` times on the model rows; only blocks whose largest value passes
-the strong threshold are looked at pixel by pixel. :func:`analyse_frame_reference` is the plain
-NumPy statement of the same definitions, used by the tests.
+everywhere: detector mask, sentinel 2^n − 1, negative values and NaN.
+
+Cost: integer frames are read once on the model rows (per-bin histograms of the values below
+``HIST`` plus a list of larger ones, from which every clipping iteration is computed exactly)
+and once in full (block sums, counts and maxima; the detector mask is applied by redoing only the
+blocks it touches); only blocks whose largest value passes the seed threshold are looked at pixel
+by pixel, by flood fill. ``tests/live/test_kernels_radial_spots.py`` states every definition
+again in plain NumPy/Python and compares.
 """
 
 from __future__ import annotations
@@ -91,6 +96,13 @@ class BlockTables:
             code = np.where(dk <= hw, k + 1, np.where(dk <= 3 * hw, -(k + 1), 0)).astype(np.int8)
         self.ice_code = code
         self.n_rings = len(constants.ice_dstar2) if constants.has_geometry else 0
+        # blocks holding a masked pixel, per block row: fixed up after a mask-free row sweep
+        bad = np.zeros((2 * nby, 2 * nbx), bool)
+        bad[:ny, :nx] = ~ok
+        bad_blocks = bad.reshape(nby, 2, nbx, 2).any(axis=(1, 3))
+        self.mask_ptr = np.concatenate([[0], np.cumsum(bad_blocks.sum(axis=1))]).astype(np.int64)
+        self.mask_cols = np.nonzero(bad_blocks)[1].astype(np.int64)
+        self.mask_sparse = len(self.mask_cols) <= bad_blocks.size // 4
 
     @classmethod
     def of(cls, constants: SeriesConstants) -> BlockTables:
@@ -207,9 +219,10 @@ def _model_from_moments(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def background_model(img, ok, sentinel, tables: BlockTables, *, step: int, iterations: int, ws: dict | None = None):
-    """(μ, σ_e) per bin after iterative clipping (see module docstring). Integer frames are read
-    once (histograms of small values plus a list of the others); float frames, or integer frames
-    with too many large values, once per iteration."""
+    """(μ, σ_e) per bin after iterative clipping, and the median of the model pixels (the frame's
+    ``background``; see module docstring). Integer frames are read once (histograms of small
+    values plus a list of the others); float frames, or integer frames with too many large
+    values, once per iteration."""
     nb = tables.n_bins
     ws = {} if ws is None else ws
     clip = np.full(nb, np.inf)
@@ -225,13 +238,46 @@ def background_model(img, ok, sentinel, tables: BlockTables, *, step: int, itera
                 histogram_moments(h, big_b, big_v, n_big, clip, mom)
                 mu, sig = _model_from_moments(mom)
                 clip = mu + 3.0 * sig
-            return mu, sig
+            return mu, sig, _median_of_counts(h.sum(axis=0), big_v[:n_big])
     acc = ws.setdefault("acc", np.zeros((nb, 3, 4)))
     for _ in range(iterations + 1):
         model_sums(img, ok, sentinel, tables.bin, step, clip, acc)
         mu, sig = _model_from_moments(acc.sum(axis=2))
         clip = mu + 3.0 * sig
-    return mu, sig
+    values = model_values(img, ok, sentinel, tables.bin, step)
+    return mu, sig, float(np.median(values)) if len(values) else float("nan")
+
+
+@numba.njit(cache=True)
+def model_values(img, ok, sentinel, bbin, step):
+    """The valid values of the model rows inside the profile range (float64)."""
+    ny, nx = img.shape
+    out = np.empty(((ny + step - 1) // step) * nx, np.float64)
+    n = 0
+    for j in range(0, ny, step):
+        for i in range(nx):
+            v = img[j, i]
+            if bbin[j >> 1, i >> 1] >= 0 and _valid(v, ok[j, i], sentinel):
+                out[n] = float(v)
+                n += 1
+    return out[:n]
+
+
+def _median_of_counts(counts: np.ndarray, big: np.ndarray) -> float:
+    """``np.median`` of the values with these counts (value = index) plus the listed larger ones."""
+    n = int(counts.sum()) + len(big)
+    if n == 0:
+        return float("nan")
+    cum = np.cumsum(counts)
+
+    def kth(k: int) -> float:  # k-th smallest, 0-based
+        if k < cum[-1]:
+            return float(np.searchsorted(cum, k, side="right"))
+        return float(np.partition(big, k - int(cum[-1]))[k - int(cum[-1])])
+
+    if n % 2:
+        return kth(n // 2)
+    return (kth(n // 2 - 1) + kth(n // 2)) / 2.0
 
 
 @numba.njit(cache=True)
@@ -279,6 +325,83 @@ def _block_row(r0, r1, o0, o1, two, sentinel, saturation, bs, bc, bm):
     return n_sat
 
 
+@numba.njit(cache=True, inline="always")
+def _good(v, sentinel):
+    return (v != sentinel) & (v >= 0) & (v == v)
+
+
+@numba.njit(cache=True)
+def _block_row_unmasked(r0, r1, two, sentinel, saturation, bs, bc, bm):
+    """:func:`_block_row` ignoring the detector mask (see :func:`_block_fix`)."""
+    nx = r0.shape[0]
+    nfull = nx // 2
+    zero = r0[0] - r0[0]
+    zs = bs[0] - bs[0]
+    n_sat = 0
+    for bx in range(nfull):
+        i = 2 * bx
+        a = r0[i]
+        b = r0[i + 1]
+        c = r1[i]
+        d = r1[i + 1]
+        ga = _good(a, sentinel)
+        gb = _good(b, sentinel)
+        gc = _good(c, sentinel) & two
+        gd = _good(d, sentinel) & two
+        va = a if ga else zero
+        vb = b if gb else zero
+        vc = c if gc else zero
+        vd = d if gd else zero
+        bs[bx] = ((zs + va) + vb) + (vc + zs + vd)
+        bc[bx] = np.int32(ga) + np.int32(gb) + np.int32(gc) + np.int32(gd)
+        bm[bx] = max(max(va, vb), max(vc, vd))
+        n_sat += np.int32(va >= saturation) + np.int32(vb >= saturation) + np.int32(vc >= saturation) \
+            + np.int32(vd >= saturation)
+    if nfull * 2 < nx:
+        i = nx - 1
+        a = r0[i]
+        c = r1[i]
+        ga = _good(a, sentinel)
+        gc = _good(c, sentinel) & two
+        va = a if ga else zero
+        vc = c if gc else zero
+        bs[nfull] = (zs + va) + (zs + vc)
+        bc[nfull] = np.int32(ga) + np.int32(gc)
+        bm[nfull] = max(va, vc)
+        n_sat += np.int32(va >= saturation) + np.int32(vc >= saturation)
+    return n_sat
+
+
+@numba.njit(cache=True)
+def _block_fix(r0, r1, o0, o1, two, sentinel, saturation, bs, bc, bm, bx):
+    """Redo block ``bx`` with the detector mask after :func:`_block_row_unmasked`; returns the
+    change of the saturated count."""
+    nx = r0.shape[0]
+    zero = r0[0] - r0[0]
+    zs = bs[0] - bs[0]
+    s = zs
+    n = 0
+    m = zero
+    d_sat = 0
+    for i in range(2 * bx, min(2 * bx + 2, nx)):
+        for k in range(2 if two else 1):
+            v = r0[i] if k == 0 else r1[i]
+            okp = o0[i] if k == 0 else o1[i]
+            if _good(v, sentinel):
+                if v >= saturation:
+                    d_sat -= 1
+                if okp != 0:
+                    s += v
+                    n += 1
+                    m = max(m, v)
+                    if v >= saturation:
+                        d_sat += 1
+    bs[bx] = s
+    bc[bx] = n
+    bm[bx] = m
+    return d_sat
+
+
 @numba.njit(cache=True)
 def _profile_row(br, wr, use_weight, bs, bc, rsum, rcnt):
     """Add one block row to the profile sums (4 interleaved lanes); returns its valid pixel count."""
@@ -307,33 +430,33 @@ def _seed_row(br, bm, thr_hi, out):
 
 
 @numba.njit(cache=True)
-def block_pass(img, ok, sentinel, bbin, bweight, use_weight, thr_hi, saturation, rsum, rcnt, sample, bs, bc, bm, seeds):
+def block_pass(img, ok, sentinel, bbin, bweight, use_weight, thr_hi, saturation, rsum, rcnt, bs, bc, bm, seeds,
+               mask_ptr, mask_cols, mask_sparse):
     """The full sweep (see module docstring). ``rsum``/``rcnt`` (n_bins, 4) are zeroed here;
     ``bs``/``bc``/``bm`` are row buffers of length ≥ number of block columns; ``seeds`` receives
     the flat indices (by·nbx + bx) of blocks whose largest valid value passes the seed threshold
-    (grown by doubling). Returns (n_valid, n_sat, n_sample, n_seed_blocks, seeds)."""
+    (grown by doubling). With ``mask_sparse`` the rows are swept without the detector mask and the
+    blocks listed in ``mask_cols[mask_ptr[by]:mask_ptr[by + 1]]`` redone with it.
+    Returns (n_valid, n_sat, n_seed_blocks, seeds)."""
     ny, nx = img.shape
     nbx = (nx + 1) // 2
     rsum[:] = 0.0
     rcnt[:] = 0
     n_valid = 0
     n_sat = 0
-    n_sample = 0
     n_seed = 0
     row_seeds = np.empty(nbx, np.int64)
     for by in range((ny + 1) // 2):
         j0 = 2 * by
         two = j0 + 1 < ny
         j1 = j0 + 1 if two else j0
-        n_sat += _block_row(img[j0], img[j1], ok[j0], ok[j1], two, sentinel, saturation, bs, bc, bm)
-        if j0 % 4 == 0:  # background sample: rows and columns % 4 == 0
-            r0 = img[j0]
-            o0 = ok[j0]
-            for i in range(0, nx, 4):
-                v = r0[i]
-                if _valid(v, o0[i], sentinel):
-                    sample[n_sample] = float(v)
-                    n_sample += 1
+        if mask_sparse:
+            n_sat += _block_row_unmasked(img[j0], img[j1], two, sentinel, saturation, bs, bc, bm)
+            for q in range(mask_ptr[by], mask_ptr[by + 1]):
+                n_sat += _block_fix(img[j0], img[j1], ok[j0], ok[j1], two, sentinel, saturation, bs, bc, bm,
+                                    mask_cols[q])
+        else:
+            n_sat += _block_row(img[j0], img[j1], ok[j0], ok[j1], two, sentinel, saturation, bs, bc, bm)
         br = bbin[by]
         n_valid += _profile_row(br, bweight[by if use_weight else 0], use_weight, bs, bc, rsum, rcnt)
         k = _seed_row(br, bm, thr_hi, row_seeds)
@@ -342,7 +465,7 @@ def block_pass(img, ok, sentinel, bbin, bweight, use_weight, thr_hi, saturation,
                 seeds = _grow(seeds, n_seed)
             seeds[n_seed] = by * nbx + row_seeds[q]
             n_seed += 1
-    return n_valid, n_sat, n_sample, n_seed, seeds
+    return n_valid, n_sat, n_seed, seeds
 
 
 @numba.njit(cache=True)
@@ -456,7 +579,7 @@ class RadialWorkspace:
             ny, nx = shape
             nbx = (nx + 1) // 2
             self.b = dict(rsum=np.zeros((n_bins, 4)), rcnt=np.zeros((n_bins, 4), np.int64),
-                          sample=np.empty(((ny + 3) // 4) * ((nx + 3) // 4), np.float64), bs=np.empty(nbx, np.int64 if np.issubdtype(dtype, np.integer) else np.float64),
+                          bs=np.empty(nbx, np.int64 if np.issubdtype(dtype, np.integer) else np.float64),
                           bc=np.empty(nbx, np.int32), bm=np.empty(nbx, dtype), seeds=np.empty(1024, np.int64),
                           visited=np.zeros(shape, np.uint8), stack=np.empty((2, 4096), np.int32), out=np.zeros((256, 6)))
             self._key = key
@@ -465,7 +588,7 @@ class RadialWorkspace:
 
 def analyse_frame_radial(frame: np.ndarray, *, constants: SeriesConstants, workspace: RadialWorkspace | None = None,
                          snr_seed: float = 7.0, snr_grow: float = 3.0, min_spot_size: int = 3, max_spot_size: int = 1000,
-                         model_step: int = 8, clip_iterations: int = 2, saturation_value: float | None = None,
+                         model_step: int = 16, clip_iterations: int = 2, saturation_value: float | None = None,
                          hit_min_spots: int = 30, sentinel: int | float | None = None):
     """Spots, statistics and radial profile of one frame: ``(SpotList, FrameStats, RadialProfile)``
     (definitions in the module docstring)."""
@@ -481,16 +604,16 @@ def analyse_frame_radial(frame: np.ndarray, *, constants: SeriesConstants, works
     t = BlockTables.of(constants)
     b = ws.get(frame.shape, t.n_bins, frame.dtype)
     sent = sentinel_for(frame.dtype) if sentinel is None else frame.dtype.type(sentinel)
-    mu, sig = background_model(frame, constants.ok, sent, t, step=int(model_step), iterations=int(clip_iterations),
-                               ws=b)
+    mu, sig, background = background_model(frame, constants.ok, sent, t, step=int(model_step),
+                                           iterations=int(clip_iterations), ws=b)
     thr_lo = mu + snr_grow * sig
     thr_hi = mu + snr_seed * sig
     sat = _native_saturation(saturation_value, frame.dtype)
     use_w = t.weight is not None
     bw = t.weight if use_w else np.zeros((1, 1))
-    n_valid, n_sat, n_sample, n_seed, b["seeds"] = block_pass(
-        frame, constants.ok, sent, t.bin, bw, use_w, thr_hi, sat, b["rsum"], b["rcnt"], b["sample"], b["bs"], b["bc"],
-        b["bm"], b["seeds"])
+    n_valid, n_sat, n_seed, b["seeds"] = block_pass(
+        frame, constants.ok, sent, t.bin, bw, use_w, thr_hi, sat, b["rsum"], b["rcnt"], b["bs"], b["bc"],
+        b["bm"], b["seeds"], t.mask_ptr, t.mask_cols, t.mask_sparse)
     n_comp, b["out"], b["stack"] = grow_spots(frame, constants.ok, sent, t.bin, thr_lo, thr_hi, mu, b["seeds"], n_seed,
                                               int(max_spot_size), b["visited"], b["stack"], b["out"])
     o = b["out"][:n_comp]
@@ -508,7 +631,7 @@ def analyse_frame_radial(frame: np.ndarray, *, constants: SeriesConstants, works
     rcnt = b["rcnt"].sum(axis=1)
     band, nbr = ice_sums(rsum, rcnt, sig, t)
     stats = finish_statistics(spots=spots, constants=constants, n_valid=int(n_valid), n_sat=int(n_sat), band=band,
-                              nbr=nbr, sample=b["sample"][:n_sample], hit_min_spots=hit_min_spots)
+                              nbr=nbr, sample=None, background=background, hit_min_spots=hit_min_spots)
     prof = RadialProfile(axis=constants.radial_axis, edges=constants.radial_edges, sums=rsum, n_pixels=rcnt)
     return spots, stats, prof
 

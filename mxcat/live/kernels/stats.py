@@ -244,11 +244,14 @@ def frame_statistics(frame: np.ndarray, *, spots: SpotList, constants: SeriesCon
 
 
 def finish_statistics(*, spots: SpotList, constants: SeriesConstants, n_valid: int, n_sat: int, band: np.ndarray,
-                      nbr: np.ndarray, sample: np.ndarray, hit_min_spots: int) -> FrameStats:
-    """Statistics from the pixel-pass accumulators (shared by :func:`frame_statistics` and the fused pass)."""
+                      nbr: np.ndarray, sample: np.ndarray | None, hit_min_spots: int,
+                      background: float | None = None) -> FrameStats:
+    """Statistics from the pixel-pass accumulators (shared by :func:`frame_statistics` and the
+    fused passes); ``background`` replaces the median of ``sample`` when given."""
     geo = constants.has_geometry
     n_rings = len(constants.ice_dstar2) if geo else 0
-    background = _median(sample) if len(sample) else float("nan")
+    if background is None:
+        background = _median(sample) if sample is not None and len(sample) else float("nan")
     ice_scores = None
     ice_score = None
     if geo and n_rings:
@@ -311,9 +314,10 @@ def _count_median(sample):
         if not (v >= 0.0 and v < 1048576.0 and v == np.floor(v) and math.copysign(1.0, v) > 0.0):
             return np.nan
         top = max(top, v)
-    counts = np.zeros(int(top) + 1, np.int64)
+    lanes = np.zeros((4, int(top) + 1), np.int64)  # 4 lanes: runs of equal values do not serialise
     for i in range(n):
-        counts[int(sample[i])] += 1
+        lanes[i & 3, int(sample[i])] += 1
+    counts = lanes[0] + lanes[1] + lanes[2] + lanes[3]
     k = (n - 1) // 2  # lower middle (0-based); upper middle is k + 1 when n is even
     c = 0
     lo = -1
