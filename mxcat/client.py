@@ -68,6 +68,7 @@ class Catalogue:
         self.ontology = ontology or load()
         self.outbox = self._open_outbox()
         self._sinks: dict[str, Sink] = dict(sinks or {})
+        self._targets: list[str] | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -91,7 +92,27 @@ class Catalogue:
 
     @property
     def sink_names(self) -> list[str]:
+        """The sinks this catalogue stores for and delivers to: the enabled ones, or those chosen by :meth:`use_sinks`."""
+        if self._targets is not None:
+            return list(self._targets)
         return [n for n, s in self.config.sinks.items() if s.enabled]
+
+    def use_sinks(self, names: list[str]) -> list[str]:
+        """Store for and deliver to exactly these sinks (enabled or not). Each name is a configured
+        sink's name, or a sink type that exactly one configured sink has; returns the sink names."""
+        chosen: list[str] = []
+        for n in names:
+            if n in self.config.sinks:
+                chosen.append(n)
+                continue
+            of_type = [k for k, s in self.config.sinks.items() if s.type == n]
+            if len(of_type) != 1:
+                known = ", ".join(f"{k} ({s.type})" for k, s in self.config.sinks.items())
+                why = "several sinks have that type" if of_type else "no such sink"
+                raise ConfigError(f"--sink {n}: {why}; configured: {known}", key="sinks", path=self.config.source)
+            chosen.append(of_type[0])
+        self._targets = list(dict.fromkeys(chosen))
+        return list(self._targets)
 
     def sink(self, name: str) -> Sink:
         if name not in self._sinks:

@@ -24,7 +24,8 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_deploy_sample_loads_and_matches_the_code(data_dir):
     cfg = load_config(REPO / "deploy" / "config.yaml")
     assert cfg.version == 1 and cfg.source.endswith("deploy/config.yaml")
-    assert set(cfg.sinks) == {"embedded", "mongo"} and not cfg.sinks["mongo"].enabled
+    assert set(cfg.sinks) == {"embedded", "mongo", "icat", "icatplus", "scicat"}
+    assert [n for n, s in cfg.sinks.items() if s.enabled] == ["embedded"]
     # every option of the sample is known to its sink type
     for s in cfg.sinks.values():
         from mxcat.sinks import sink_types

@@ -84,6 +84,8 @@ def ingest(
     adapter: str = typer.Option(None, help="Use this adapter for every file instead of detection."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Parse and validate, but store nothing."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+    sink: list[str] = typer.Option(None, "--sink", help="Deliver to this configured sink (name, or a type such as "
+                                   "icat, icatplus, scicat) instead of the enabled ones; repeatable."),
 ) -> None:
     """Ingest program outputs: detect, parse, validate, store durably, deliver; then summarise."""
     from mxcat.adapters import expand, registry
@@ -94,6 +96,8 @@ def ingest(
     files = list(expand(paths))
     regs = registry()
     with Catalogue.open(state.config) as cat:
+        if sink:
+            cat.use_sinks(list(sink))
         ctx = Context(facility or cat.config.facility, beamline or cat.config.beamline, proposal, session, sample, dataset)
         per_adapter: Counter[str] = Counter()
         stored = rejected = unchanged = 0
@@ -134,7 +138,7 @@ def ingest(
         summary = {
             "files": len(files), "by_adapter": dict(per_adapter), "unclaimed": [str(p) for p in unclaimed],
             "errors": errors, "stored": stored, "unchanged": unchanged, "rejected": rejected, "rejections": rejections,
-            "delivered": delivered.delivered if delivered else 0, "waiting": delivered.retried if delivered else 0, "dry_run": dry_run,
+            "sinks": cat.sink_names, "delivered": delivered.delivered if delivered else 0, "waiting": delivered.retried if delivered else 0, "dry_run": dry_run,
         }
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
