@@ -145,7 +145,7 @@ def check(frame, c, **kw):
 
 @pytest.mark.parametrize("dtype", [np.uint16, np.uint32, np.int32, np.float32])
 @pytest.mark.parametrize("geometry", [True, False])
-@pytest.mark.parametrize("shape", [(37, 41), (40, 33)])
+@pytest.mark.parametrize("shape", [(37, 41), (40, 33), (23, 301)])  # the last: several seed chunks
 @pytest.mark.parametrize("masked", [0.02, 0.3])  # sparse mask: fixed-up blocks; dense: masked sweep
 def test_matches_the_plain_definitions(dtype, geometry, shape, masked):
     rng = np.random.default_rng(7)

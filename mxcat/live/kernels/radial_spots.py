@@ -43,7 +43,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .geometry import SeriesConstants, dstar2_of, sentinel_for
+from .geometry import SeriesConstants, sentinel_for
 
 MIN_MODEL_PIXELS = 16
 SIGMA_FLOOR = 0.5
@@ -55,12 +55,8 @@ class BlockTables:
     def __init__(self, constants: SeriesConstants) -> None:
         ny, nx = constants.shape
         nby, nbx = (ny + 1) // 2, (nx + 1) // 2
-        if constants.has_geometry:
-            jj, ii = np.mgrid[0:ny, 0:nx]
-            coord = dstar2_of(x=ii + 0.5, y=jj + 0.5, beam_centre_x=constants.beam_centre_x,
-                              beam_centre_y=constants.beam_centre_y, pixel_size_x=constants.pixel_size_x,
-                              pixel_size_y=constants.pixel_size_y, distance=constants.distance,
-                              wavelength=constants.wavelength)
+        if constants.has_geometry:  # the per-pixel d*² the profile range was taken from
+            coord = constants.dstar2.astype(np.float64)
         else:
             yy, xx = np.ogrid[0:ny, 0:nx]
             coord = np.hypot(xx + 0.5 - constants.beam_centre_x, yy + 0.5 - constants.beam_centre_y)
@@ -96,6 +92,14 @@ class BlockTables:
             code = np.where(dk <= hw, k + 1, np.where(dk <= 3 * hw, -(k + 1), 0)).astype(np.int8)
         self.ice_code = code
         self.n_rings = len(constants.ice_dstar2) if constants.has_geometry else 0
+        # per chunk of CHUNK blocks of a block row: the interval of its bins (lo > hi: none)
+        nch = (nbx + CHUNK - 1) // CHUNK
+        padded_bins = np.full((nby, nch * CHUNK), -1, np.int64)
+        padded_bins[:, :nbx] = self.bin
+        chunks = padded_bins.reshape(nby, nch, CHUNK)
+        has = chunks >= 0
+        self.chunk_lo = np.where(has.any(axis=2), np.where(has, chunks, nb).min(axis=2), 1).astype(np.int64)
+        self.chunk_hi = np.where(has.any(axis=2), chunks.max(axis=2), 0).astype(np.int64)
         # blocks holding a masked pixel, per block row: fixed up after a mask-free row sweep
         bad = np.zeros((2 * nby, 2 * nbx), bool)
         bad[:ny, :nx] = ~ok
@@ -404,36 +408,65 @@ def _block_fix(r0, r1, o0, o1, two, sentinel, saturation, bs, bc, bm, bx):
 
 @numba.njit(cache=True)
 def _profile_row(br, wr, use_weight, bs, bc, rsum, rcnt):
-    """Add one block row to the profile sums (4 interleaved lanes); returns its valid pixel count."""
+    """Add one block row to the profile sums (4 interleaved lanes); returns its valid pixel count
+    (all of them, also those outside the profile range)."""
     n_valid = 0
     for bx in range(br.shape[0]):
         b = br[bx]
+        n_valid += bc[bx]
         if b >= 0:
             lane = bx & 3
             s = float(bs[bx]) * wr[bx] if use_weight else float(bs[bx])
             rsum[b, lane] += s
             rcnt[b, lane] += bc[bx]
-            n_valid += bc[bx]
     return n_valid
 
 
 @numba.njit(cache=True)
-def _seed_row(br, bm, thr_hi, out):
-    """Block columns of one block row whose maximum passes the seed threshold; returns their count."""
+def _seed_row(br, bm, thr_hi, cthr, out):
+    """Block columns of one block row whose maximum passes the seed threshold; returns their count.
+    The row is looked at in chunks of ``CHUNK`` blocks: a chunk whose largest block maximum does not
+    pass ``cthr`` (the lowest seed threshold of the chunk's bins) holds no seed and is skipped."""
     n = 0
-    for bx in range(br.shape[0]):
-        b = br[bx]
-        if b >= 0 and float(bm[bx]) > thr_hi[b]:
-            out[n] = bx
-            n += 1
+    nbx = br.shape[0]
+    for k in range(cthr.shape[0]):
+        c0 = k * CHUNK
+        c1 = min(c0 + CHUNK, nbx)
+        m = bm[c0]
+        for bx in range(c0 + 1, c1):
+            m = max(m, bm[bx])
+        if not float(m) > cthr[k]:
+            continue
+        for bx in range(c0, c1):
+            b = br[bx]
+            if b >= 0 and float(bm[bx]) > thr_hi[b]:
+                out[n] = bx
+                n += 1
     return n
 
 
+CHUNK = 64
+"""Blocks per chunk of the seed search."""
+
+
 @numba.njit(cache=True)
-def block_pass(img, ok, sentinel, bbin, bweight, use_weight, thr_hi, saturation, rsum, rcnt, bs, bc, bm, seeds,
+def chunk_thresholds(lo, hi, thr_hi, out):
+    """Per chunk, the lowest seed threshold over its bins ``lo..hi`` (inf for a chunk without bins)."""
+    nby, nch = lo.shape
+    for by in range(nby):
+        for k in range(nch):
+            m = np.inf
+            for b in range(lo[by, k], hi[by, k] + 1):
+                m = min(m, thr_hi[b])
+            out[by, k] = m
+
+
+@numba.njit(cache=True)
+def block_pass(img, ok, sentinel, bbin, bweight, use_weight, thr_hi, cthr, saturation, rsum, rcnt, bs, bc, bm, seeds,
                mask_ptr, mask_cols, mask_sparse):
     """The full sweep (see module docstring). ``rsum``/``rcnt`` (n_bins, 4) are zeroed here;
-    ``bs``/``bc``/``bm`` are row buffers of length ≥ number of block columns; ``seeds`` receives
+    ``bs``/``bc``/``bm`` are row buffers of length ≥ number of block columns; ``cthr`` holds the
+    chunk thresholds of :func:`chunk_thresholds`; ``seeds`` receives
     the flat indices (by·nbx + bx) of blocks whose largest valid value passes the seed threshold
     (grown by doubling). With ``mask_sparse`` the rows are swept without the detector mask and the
     blocks listed in ``mask_cols[mask_ptr[by]:mask_ptr[by + 1]]`` redone with it.
@@ -459,7 +492,7 @@ def block_pass(img, ok, sentinel, bbin, bweight, use_weight, thr_hi, saturation,
             n_sat += _block_row(img[j0], img[j1], ok[j0], ok[j1], two, sentinel, saturation, bs, bc, bm)
         br = bbin[by]
         n_valid += _profile_row(br, bweight[by if use_weight else 0], use_weight, bs, bc, rsum, rcnt)
-        k = _seed_row(br, bm, thr_hi, row_seeds)
+        k = _seed_row(br, bm, thr_hi, cthr[by], row_seeds)
         for q in range(k):
             if n_seed == seeds.shape[0]:
                 seeds = _grow(seeds, n_seed)
@@ -579,6 +612,7 @@ class RadialWorkspace:
             ny, nx = shape
             nbx = (nx + 1) // 2
             self.b = dict(rsum=np.zeros((n_bins, 4)), rcnt=np.zeros((n_bins, 4), np.int64),
+                          cthr=np.empty(((ny + 1) // 2, (nbx + CHUNK - 1) // CHUNK)),
                           bs=np.empty(nbx, np.int64 if np.issubdtype(dtype, np.integer) else np.float64),
                           bc=np.empty(nbx, np.int32), bm=np.empty(nbx, dtype), seeds=np.empty(1024, np.int64),
                           visited=np.zeros(shape, np.uint8), stack=np.empty((2, 4096), np.int32), out=np.zeros((256, 6)))
@@ -611,8 +645,10 @@ def analyse_frame_radial(frame: np.ndarray, *, constants: SeriesConstants, works
     sat = _native_saturation(saturation_value, frame.dtype)
     use_w = t.weight is not None
     bw = t.weight if use_w else np.zeros((1, 1))
+    cthr = b["cthr"]
+    chunk_thresholds(t.chunk_lo, t.chunk_hi, thr_hi, cthr)
     n_valid, n_sat, n_seed, b["seeds"] = block_pass(
-        frame, constants.ok, sent, t.bin, bw, use_w, thr_hi, sat, b["rsum"], b["rcnt"], b["bs"], b["bc"],
+        frame, constants.ok, sent, t.bin, bw, use_w, thr_hi, cthr, sat, b["rsum"], b["rcnt"], b["bs"], b["bc"],
         b["bm"], b["seeds"], t.mask_ptr, t.mask_cols, t.mask_sparse)
     n_comp, b["out"], b["stack"] = grow_spots(frame, constants.ok, sent, t.bin, thr_lo, thr_hi, mu, b["seeds"], n_seed,
                                               int(max_spot_size), b["visited"], b["stack"], b["out"])
