@@ -468,9 +468,9 @@ def block_pass(img, ok, sentinel, bbin, bweight, use_weight, thr_hi, cthr, satur
     ``bs``/``bc``/``bm`` are row buffers of length ≥ number of block columns; ``cthr`` holds the
     chunk thresholds of :func:`chunk_thresholds`; ``seeds`` receives
     the flat indices (by·nbx + bx) of blocks whose largest valid value passes the seed threshold
-    (grown by doubling). With ``mask_sparse`` the rows are swept without the detector mask and the
+    (all of them are counted; when there are more than ``len(seeds)``, call again with a larger one). With ``mask_sparse`` the rows are swept without the detector mask and the
     blocks listed in ``mask_cols[mask_ptr[by]:mask_ptr[by + 1]]`` redone with it.
-    Returns (n_valid, n_sat, n_seed_blocks, seeds)."""
+    Returns (n_valid, n_sat, n_seed_blocks)."""
     ny, nx = img.shape
     nbx = (nx + 1) // 2
     rsum[:] = 0.0
@@ -478,6 +478,7 @@ def block_pass(img, ok, sentinel, bbin, bweight, use_weight, thr_hi, cthr, satur
     n_valid = 0
     n_sat = 0
     n_seed = 0
+    cap = seeds.shape[0]
     row_seeds = np.empty(nbx, np.int64)
     for by in range((ny + 1) // 2):
         j0 = 2 * by
@@ -494,48 +495,47 @@ def block_pass(img, ok, sentinel, bbin, bweight, use_weight, thr_hi, cthr, satur
         n_valid += _profile_row(br, bweight[by if use_weight else 0], use_weight, bs, bc, rsum, rcnt)
         k = _seed_row(br, bm, thr_hi, cthr[by], row_seeds)
         for q in range(k):
-            if n_seed == seeds.shape[0]:
-                seeds = _grow(seeds, n_seed)
-            seeds[n_seed] = by * nbx + row_seeds[q]
+            if n_seed < cap:
+                seeds[n_seed] = by * nbx + row_seeds[q]
             n_seed += 1
-    return n_valid, n_sat, n_seed, seeds
-
-
-@numba.njit(cache=True)
-def _grow(a, n):
-    b = np.empty(2 * a.shape[0], a.dtype)
-    b[:n] = a[:n]
-    return b
+    return n_valid, n_sat, n_seed
 
 
 @numba.njit(cache=True)
 def grow_spots(img, ok, sentinel, bbin, thr_lo, thr_hi, mu, seeds, n_seed, max_spot_size, visited, stack, out):
     """Components of strong pixels (8-connected, > ``thr_lo`` of their block bin) that contain a
     seed pixel, found by flood fill from the seeds of the seed blocks. Per component one row of
-    ``out`` (grown by doubling): pixels, raw sum, value-weighted x and y sums, background sum,
-    peak. ``visited`` (frame shape, all zero on entry) is zero again on return; ``stack`` (2, n)
-    holds the rows and columns of the marked pixels (grown by doubling). Components larger than
-    ``max_spot_size`` are walked to their end (so no seed restarts them) and dropped.
-    Returns (n_components, out, stack)."""
+    ``out``: pixels, raw sum, value-weighted x and y sums, background sum, peak. ``visited``
+    (frame shape, all zero on entry) is zero again on return; ``stack`` (2, n) receives the rows
+    and columns of the marked pixels. Components larger than ``max_spot_size`` are walked to
+    their end (so no seed restarts them) and dropped. Returns the number of components, or −1
+    when ``stack`` or ``out`` is too small (nothing is then kept; call again with larger ones).
+    The buffers are never reallocated here: a reassigned array costs the flood fill ~5x."""
     ny, nx = img.shape
     nbx = (nx + 1) // 2
+    n_seed = min(n_seed, seeds.shape[0])
+    cap = stack.shape[1]
+    cap_out = out.shape[0]
     n_out = 0
     n_marked = 0
+    full = False
     for q in range(n_seed):
+        if full:
+            break
         by = seeds[q] // nbx
         bx = seeds[q] - by * nbx
         b = bbin[by, bx]
         for j in range(2 * by, min(2 * by + 2, ny)):
             for i in range(2 * bx, min(2 * bx + 2, nx)):
                 v = img[j, i]
-                if visited[j, i] != 0 or not _valid(v, ok[j, i], sentinel) or not float(v) > thr_hi[b]:
+                if full or visited[j, i] != 0 or not _valid(v, ok[j, i], sentinel) or not float(v) > thr_hi[b]:
                     continue
-                # flood fill: stack[:, start:top] are this component's pixels
+                if n_marked == cap:
+                    full = True
+                    continue
                 start = n_marked
                 top = n_marked
                 visited[j, i] = 1
-                if top == stack.shape[1]:
-                    stack = _grow2(stack, top)
                 stack[0, top] = j
                 stack[1, top] = i
                 top += 1
@@ -551,20 +551,20 @@ def grow_spots(img, ok, sentinel, bbin, thr_lo, thr_hi, mu, seeds, n_seed, max_s
                             w = img[jj, ii]
                             bb = bbin[jj >> 1, ii >> 1]
                             if bb >= 0 and _valid(w, ok[jj, ii], sentinel) and float(w) > thr_lo[bb]:
+                                if top == cap:
+                                    full = True
+                                    break
                                 visited[jj, ii] = 1
-                                if top == stack.shape[1]:
-                                    stack = _grow2(stack, top)
                                 stack[0, top] = jj
                                 stack[1, top] = ii
                                 top += 1
                 n_marked = top
                 npx = top - start
-                if npx > max_spot_size:
+                if full or npx > max_spot_size:
                     continue
-                if n_out == out.shape[0]:
-                    grown = np.zeros((2 * out.shape[0], out.shape[1]))
-                    grown[:n_out] = out[:n_out]
-                    out = grown
+                if n_out == cap_out:
+                    full = True
+                    continue
                 s = 0.0
                 sx = 0.0
                 sy = 0.0
@@ -588,14 +588,7 @@ def grow_spots(img, ok, sentinel, bbin, thr_lo, thr_hi, mu, seeds, n_seed, max_s
                 n_out += 1
     for t in range(n_marked):
         visited[stack[0, t], stack[1, t]] = 0
-    return n_out, out, stack
-
-
-@numba.njit(cache=True)
-def _grow2(a, n):
-    b = np.empty((2, 2 * a.shape[1]), a.dtype)
-    b[:, :n] = a[:, :n]
-    return b
+    return -1 if full else n_out
 
 
 class RadialWorkspace:
@@ -647,11 +640,20 @@ def analyse_frame_radial(frame: np.ndarray, *, constants: SeriesConstants, works
     bw = t.weight if use_w else np.zeros((1, 1))
     cthr = b["cthr"]
     chunk_thresholds(t.chunk_lo, t.chunk_hi, thr_hi, cthr)
-    n_valid, n_sat, n_seed, b["seeds"] = block_pass(
-        frame, constants.ok, sent, t.bin, bw, use_w, thr_hi, cthr, sat, b["rsum"], b["rcnt"], b["bs"], b["bc"],
-        b["bm"], b["seeds"], t.mask_ptr, t.mask_cols, t.mask_sparse)
-    n_comp, b["out"], b["stack"] = grow_spots(frame, constants.ok, sent, t.bin, thr_lo, thr_hi, mu, b["seeds"], n_seed,
-                                              int(max_spot_size), b["visited"], b["stack"], b["out"])
+    while True:
+        n_valid, n_sat, n_seed = block_pass(frame, constants.ok, sent, t.bin, bw, use_w, thr_hi, cthr, sat, b["rsum"],
+                                            b["rcnt"], b["bs"], b["bc"], b["bm"], b["seeds"], t.mask_ptr, t.mask_cols,
+                                            t.mask_sparse)
+        if n_seed <= len(b["seeds"]):
+            break
+        b["seeds"] = np.empty(2 * n_seed, np.int64)  # rare: more seed blocks than ever before
+    while True:
+        n_comp = grow_spots(frame, constants.ok, sent, t.bin, thr_lo, thr_hi, mu, b["seeds"], n_seed,
+                            int(max_spot_size), b["visited"], b["stack"], b["out"])
+        if n_comp >= 0:
+            break
+        b["stack"] = np.empty((2, 2 * b["stack"].shape[1]), np.int32)
+        b["out"] = np.zeros((2 * b["out"].shape[0], 6))
     o = b["out"][:n_comp]
     o = o[o[:, 0] >= min_spot_size]
     npx, s, sx, sy, sb, peak = (o[:, k] for k in range(6))
