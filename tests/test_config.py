@@ -113,3 +113,11 @@ def test_show_masks_secrets(tmp_path, data_dir):
     d = masked(load_config(p))
     assert d["sinks"]["m"]["options"]["password"] == "********"
     assert d["sinks"]["m"]["options"]["uri_env"] == "X"
+
+
+def test_sink_options_given_as_text_arrive_converted(monkeypatch):
+    """Options from MXCAT_SINK_<NAME>_<OPTION> are text: the sink gets the validated, typed values."""
+    s = create("f", "flaky", {"fail_first": "2", "failure_rate": "0.25"})
+    assert s.fail_first == 2 and s.failure_rate == 0.25
+    with pytest.raises(ConfigError, match="sinks.f.options.fail_first"):
+        create("f", "flaky", {"fail_first": "two"})

@@ -75,13 +75,16 @@ def create(name: str, type_: str, options: Mapping[str, Any], *, source: str | N
                           key=f"sinks.{name}.type", path=source)
     cls = ep.load()
     model = getattr(cls, "Options", None)
+    values = dict(options)
     if model is not None:
         try:
-            model.model_validate(dict(options))
+            # the validated values, not the raw ones: options given as text (MXCAT_SINK_<NAME>_<OPTION>)
+            # arrive converted ("false" -> False, "20" -> 20.0)
+            values = model.model_validate(values).model_dump(exclude_unset=True)
         except ValidationError as err:
             first = err.errors()[0]
             key = ".".join(str(p) for p in first["loc"])
             msg = "unknown option" if first["type"] == "extra_forbidden" else first["msg"]
             raise ConfigError(msg, key=f"sinks.{name}.options.{key}", path=source) from err
-    opts = secret_from(dict(options), where=f"sinks.{name}.options")
+    opts = secret_from(values, where=f"sinks.{name}.options")
     return cls(name=name, **opts)
