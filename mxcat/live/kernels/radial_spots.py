@@ -204,21 +204,46 @@ def histogram_moments(h, big_b, big_v, n_big, clip, out):
 
 
 def _model_from_moments(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return _model_kernel(s, SIGMA_FLOOR, float(MIN_MODEL_PIXELS))
+
+
+@numba.njit(cache=True)
+def _model_kernel(s, floor, min_n):
+    """(μ, σ_e) per bin from [count, sum, sum of squares]; bins with fewer than ``min_n`` pixels take
+    the nearest bin that has enough (the lower one on a tie); none at all: μ = 0, σ_e = floor."""
     nb = s.shape[0]
-    n = s[:, 0]
-    good = n >= MIN_MODEL_PIXELS
-    with np.errstate(invalid="ignore", divide="ignore"):
-        m = np.where(good, s[:, 1] / n, 0.0)
-        var = np.where(good, s[:, 2] / n - m * m, 0.0)
-    sig = np.maximum(np.maximum(np.sqrt(np.maximum(var, 0.0)), np.sqrt(np.maximum(m, 0.0))), SIGMA_FLOOR)
-    if good.any() and not good.all():
-        have = np.flatnonzero(good)
-        idx = np.arange(nb)
-        pos = np.clip(np.searchsorted(have, idx), 0, len(have) - 1)
-        left = have[np.maximum(pos - 1, 0)]
-        right = have[pos]
-        near = np.where(np.abs(idx - left) <= np.abs(right - idx), left, right)
-        m, sig = m[near], sig[near]
+    m = np.zeros(nb)
+    sig = np.full(nb, floor)
+    good = np.zeros(nb, np.bool_)
+    for b in range(nb):
+        n = s[b, 0]
+        if n >= min_n:
+            good[b] = True
+            mb = s[b, 1] / n
+            var = s[b, 2] / n - mb * mb
+            m[b] = mb
+            sig[b] = max(max(np.sqrt(max(var, 0.0)), np.sqrt(max(mb, 0.0))), floor)
+    prev = np.full(nb, -1, np.int64)
+    nxt = np.full(nb, -1, np.int64)
+    last = -1
+    for b in range(nb):
+        if good[b]:
+            last = b
+        prev[b] = last
+    last = -1
+    for b in range(nb - 1, -1, -1):
+        if good[b]:
+            last = b
+        nxt[b] = last
+    for b in range(nb):
+        if good[b] or (prev[b] < 0 and nxt[b] < 0):
+            continue
+        if nxt[b] < 0 or (prev[b] >= 0 and b - prev[b] <= nxt[b] - b):
+            k = prev[b]
+        else:
+            k = nxt[b]
+        m[b] = m[k]
+        sig[b] = sig[k]
     return m, sig
 
 
@@ -231,9 +256,11 @@ def background_model(img, ok, sentinel, tables: BlockTables, *, step: int, itera
     ws = {} if ws is None else ws
     clip = np.full(nb, np.inf)
     if np.issubdtype(img.dtype, np.integer):
-        hist = ws.setdefault("hist", np.zeros((4, nb, HIST), np.int32))
-        big_b = ws.setdefault("big_b", np.empty(1 << 17, np.int32))
-        big_v = ws.setdefault("big_v", np.empty(1 << 17, np.float64))
+        if "hist" not in ws:
+            ws["hist"] = np.zeros((4, nb, HIST), np.int32)
+        if "big_b" not in ws:
+            ws["big_b"], ws["big_v"] = np.empty(1 << 17, np.int32), np.empty(1 << 17, np.float64)
+        hist, big_b, big_v = ws["hist"], ws["big_b"], ws["big_v"]
         n_big = model_histogram(img, ok, sentinel, tables.bin, step, hist, big_b, big_v)
         if n_big >= 0:
             h = hist.sum(axis=0)
@@ -243,7 +270,9 @@ def background_model(img, ok, sentinel, tables: BlockTables, *, step: int, itera
                 mu, sig = _model_from_moments(mom)
                 clip = mu + 3.0 * sig
             return mu, sig, _median_of_counts(h.sum(axis=0), big_v[:n_big])
-    acc = ws.setdefault("acc", np.zeros((nb, 3, 4)))
+    if "acc" not in ws:
+        ws["acc"] = np.zeros((nb, 3, 4))
+    acc = ws["acc"]
     for _ in range(iterations + 1):
         model_sums(img, ok, sentinel, tables.bin, step, clip, acc)
         mu, sig = _model_from_moments(acc.sum(axis=2))
