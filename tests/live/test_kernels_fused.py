@@ -72,3 +72,18 @@ def test_fused_equals_separate_without_geometry(dtype):
 def test_fused_large_values_fall_back_to_float64():
     c = SeriesConstants.build_without_geometry(shape=(97, 131), n_bins=17)
     compare(random_frame(np.uint32, seed=7, big=True), c)
+
+
+def test_more_strong_pixels_than_the_buffers_hold():
+    """The workspace starts with room for 4096 runs and 16384 strong pixels; a frame with more is
+    analysed again with larger buffers and gives the reference answer."""
+    shape = (600, 620)
+    c = SeriesConstants.build_without_geometry(shape=shape, n_bins=20)
+    img = np.random.default_rng(3).poisson(2.0, shape).astype(np.uint16)
+    kw = dict(sigma_background=0.5, sigma_strong=0.5, min_spot_size=1)
+    ws = Workspace()
+    spots = analyse_frame(img, constants=c, workspace=ws, **kw)[0]
+    ref = find_spots_reference(img, constants=c, **kw)
+    assert ref.n_strong_pixels > 16384 and len(ws.runs[0]) > 4096
+    for k, v in vars(ref).items():
+        np.testing.assert_array_equal(getattr(spots, k), v, err_msg=k)

@@ -136,13 +136,6 @@ def _tables(constants: SeriesConstants) -> tuple:
 
 
 @numba.njit(cache=True)
-def _grow_i32(a, n):
-    b = np.empty(2 * a.shape[0], np.int32)
-    b[:n] = a[:n]
-    return b
-
-
-@numba.njit(cache=True)
 def _ingest(img, ok, sentinel, r, slot, ring_v, ring_f, bins, weight, use_weight, code, n_rings, saturation,
             stride, sample, n_sample, band, nbr, rsum, rcnt, stat, vmx, irun):
     """Clean row ``r`` into ring slot ``slot`` and accumulate the per-pixel statistics.
@@ -242,7 +235,9 @@ def fused_pass(img, ok, sentinel, kernel, nsig_b, nsig_s, min_count, gain, globa
                bins, weight, use_weight, code, n_rings, saturation, stride,
                ring_v, ring_f, col, pre, sample, flags, rsum, rcnt, run_y, run_x0, run_x1, bg, irun):
     """The whole per-pixel work of one frame. Returns (n_runs, n_px, run arrays, bg, n_valid,
-    n_sat, vmax, band, nbr, n_sample); ``rsum``/``rcnt`` are filled in place."""
+    n_sat, vmax, band, nbr, n_sample); ``rsum``/``rcnt`` are filled in place. Runs and strong
+    pixels beyond the capacity of the given arrays are counted, not stored: the caller then calls
+    again with larger ones (arrays are never reallocated in here: that slows the whole loop)."""
     ny, nx = img.shape
     nring = ring_v.shape[0]
     cn = col[0]
@@ -392,25 +387,18 @@ def fused_pass(img, ok, sentinel, kernel, nsig_b, nsig_s, min_count, gain, globa
                     d = nsig_s * np.sqrt(gain * x * m)
                     if a > c and b > d:
                         strong = True
-                        if n_px == pcap:
-                            pcap *= 2
-                            nb = np.empty(pcap, np.float64)
-                            nb[:n_px] = bg[:n_px]
-                            bg = nb
-                        bg[n_px] = x / m
+                        if n_px < pcap:
+                            bg[n_px] = x / m
                         n_px += 1
                 if strong:
                     if in_run:
-                        run_x1[n_runs - 1] = i
+                        if n_runs <= cap:
+                            run_x1[n_runs - 1] = i
                     else:
-                        if n_runs == cap:
-                            run_y = _grow_i32(run_y, n_runs)
-                            run_x0 = _grow_i32(run_x0, n_runs)
-                            run_x1 = _grow_i32(run_x1, n_runs)
-                            cap = run_y.shape[0]
-                        run_y[n_runs] = y
-                        run_x0[n_runs] = i
-                        run_x1[n_runs] = i
+                        if n_runs < cap:
+                            run_y[n_runs] = y
+                            run_x0[n_runs] = i
+                            run_x1[n_runs] = i
                         n_runs += 1
                         in_run = True
                 else:
@@ -472,9 +460,16 @@ def _pass(frame, constants, ws, sent, kernel, sigma_background, sigma_strong, mi
     rsum = np.zeros(constants.n_bins, np.float64 if (use_weight or not integer) else np.int64)
     rcnt = np.zeros(constants.n_bins, np.int64)
     sat = np.inf if saturation_value is None else float(saturation_value)
-    ry, rx0, rx1, bg = ws.runs
-    out = fused_pass(frame, constants.ok, sent, int(kernel), float(sigma_background), float(sigma_strong),
-                     float(min_local), float(gain), float(global_threshold), bins, weight, use_weight, code, n_rings,
-                     sat, stride, b["ring_v"], b["ring_f"], b["col"], b["pre"], b["sample"], b["flags"], rsum, rcnt,
-                     ry, rx0, rx1, bg, irun)
-    return rsum, rcnt, out
+    while True:
+        ry, rx0, rx1, bg = ws.runs
+        out = fused_pass(frame, constants.ok, sent, int(kernel), float(sigma_background), float(sigma_strong),
+                         float(min_local), float(gain), float(global_threshold), bins, weight, use_weight, code, n_rings,
+                         sat, stride, b["ring_v"], b["ring_f"], b["col"], b["pre"], b["sample"], b["flags"], rsum, rcnt,
+                         ry, rx0, rx1, bg, irun)
+        n_runs, n_px = out[0], out[1]
+        if n_runs <= len(ry) and n_px <= len(bg):
+            return rsum, rcnt, out
+        # more strong pixels than ever before in this workspace: larger buffers, same frame again
+        nr = max(2 * n_runs, len(ry))
+        ws.runs = (np.empty(nr, np.int32), np.empty(nr, np.int32), np.empty(nr, np.int32),
+                   np.empty(max(2 * n_px, len(bg)), np.float64))
