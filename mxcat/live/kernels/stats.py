@@ -182,8 +182,8 @@ def distl_method_1(*, dstar2: np.ndarray) -> tuple[float, float]:
     x2 = np.array([float(p_m), ds3[p_m]])
     v = np.array([x2[1] - x1[1], -(x2[0] - x1[0])])
     v /= np.linalg.norm(v)
-    gaps = [0.0] + [abs(float(v @ (x1 - np.array([float(i), ds3[i]])))) for i in range(1, p_m)]
-    gaps = np.array(gaps)
+    idx = np.arange(1, p_m, dtype=np.float64)
+    gaps = np.concatenate([[0.0], np.abs(v[0] * (x1[0] - idx) + v[1] * (x1[1] - ds3[1:p_m]))])
     s = float(np.std(gaps, ddof=1)) if len(gaps) > 1 else 0.0
     p_k = int(np.argmax(gaps))
     p_g = p_k
@@ -191,9 +191,7 @@ def distl_method_1(*, dstar2: np.ndarray) -> tuple[float, float]:
         if gaps[i] > gaps[p_k] - 0.5 * s:
             p_g = i
     sl = slopes[: m - 1]
-    noisy = 0
-    for i in range(m - 1):
-        noisy += int(np.count_nonzero(sl[i] >= sl[i + 1: m - 1]))
+    noisy = int(np.count_nonzero(np.triu(sl[:, None] >= sl[None, :], k=1)))  # pairs i < j with sl[i] >= sl[j]
     noisiness = noisy / ((m - 1) * (m - 2) / 2)
     return float(d_sub[p_g]), float(noisiness)
 
@@ -216,14 +214,14 @@ def distl_method_2(*, dstar2: np.ndarray) -> tuple[float, float]:
     d_edges[0] = d[0]
     d_edges[1:] = 1.0 / edges_ds3[1:] ** (1.0 / 3.0)
     d_all = 1.0 / np.sqrt(dstar2)
-    counts = np.array([np.count_nonzero((d_all < d_edges[k]) & (d_all >= d_edges[k + 1])) for k in range(n_slots)])
+    counts = np.count_nonzero((d_all[None, :] < d_edges[:-1, None]) & (d_all[None, :] >= d_edges[1:, None]), axis=1)
     t0 = (counts[0] + counts[1]) / 2.0
     i = 0
     for i in range(n_slots - 1):
         if counts[i] < 0.15 * t0 and counts[i + 1] < 0.15 * t0:
             break
     d_min = float(d_edges[i + 1])
-    noisy = sum(int(np.count_nonzero(counts[k] <= counts[k + 1:])) for k in range(n_slots))
+    noisy = int(np.count_nonzero(np.triu(counts[:, None] <= counts[None, :], k=1)))  # pairs k < j, counts[k] <= counts[j]
     return d_min, noisy / (0.5 * n_slots * (n_slots - 1))
 
 
