@@ -56,17 +56,13 @@ class BlockTables:
         ny, nx = constants.shape
         nby, nbx = (ny + 1) // 2, (nx + 1) // 2
         if constants.has_geometry:  # the per-pixel d*² the profile range was taken from
-            coord = constants.dstar2.astype(np.float64)
-        else:
-            yy, xx = np.ogrid[0:ny, 0:nx]
-            coord = np.hypot(xx + 0.5 - constants.beam_centre_x, yy + 0.5 - constants.beam_centre_y)
-        ok = constants.ok.astype(bool)
-        padded = np.zeros((2 * nby, 2 * nbx))
-        n = np.zeros((2 * nby, 2 * nbx))
-        padded[:ny, :nx] = np.where(ok, coord, 0.0)
-        n[:ny, :nx] = ok
-        bsum = padded.reshape(nby, 2, nbx, 2).sum(axis=(1, 3))
-        bn = n.reshape(nby, 2, nbx, 2).sum(axis=(1, 3))
+            coord, bcx, bcy = constants.dstar2, 0.0, 0.0
+        else:  # radius from the frame centre, computed per pixel inside the kernel
+            coord, bcx, bcy = np.zeros((1, 1), np.float32), constants.beam_centre_x, constants.beam_centre_y
+        use_w = constants.radial_weight is not None
+        weight = constants.radial_weight if use_w else np.zeros((1, 1), np.float32)
+        bsum, bn, bw, bad_blocks = _block_geometry(coord, constants.has_geometry, bcx, bcy, constants.ok, weight, use_w,
+                                                   nby, nbx)
         with np.errstate(invalid="ignore", divide="ignore"):
             bc = bsum / bn
         edges = constants.radial_edges
@@ -75,11 +71,9 @@ class BlockTables:
         inside = (bn > 0) & (bc >= edges[0]) & (bc <= edges[-1])
         self.bin = np.where(inside, np.clip(idx, 0, nb - 1), -1).astype(np.int16 if nb < 32767 else np.int32)
         self.n_bins = nb
-        if constants.radial_weight is not None:
-            w = np.zeros((2 * nby, 2 * nbx))
-            w[:ny, :nx] = np.where(ok, constants.radial_weight, 0.0)
+        if use_w:
             with np.errstate(invalid="ignore", divide="ignore"):
-                self.weight = np.where(bn > 0, w.reshape(nby, 2, nbx, 2).sum(axis=(1, 3)) / bn, 0.0)
+                self.weight = np.where(bn > 0, bw / bn, 0.0)
         else:
             self.weight = None
         centres = 0.5 * (edges[:-1] + edges[1:])
@@ -101,19 +95,45 @@ class BlockTables:
         self.chunk_lo = np.where(has.any(axis=2), np.where(has, chunks, nb).min(axis=2), 1).astype(np.int64)
         self.chunk_hi = np.where(has.any(axis=2), chunks.max(axis=2), 0).astype(np.int64)
         # blocks holding a masked pixel, per block row: fixed up after a mask-free row sweep
-        bad = np.zeros((2 * nby, 2 * nbx), bool)
-        bad[:ny, :nx] = ~ok
-        bad_blocks = bad.reshape(nby, 2, nbx, 2).any(axis=(1, 3))
         self.mask_ptr = np.concatenate([[0], np.cumsum(bad_blocks.sum(axis=1))]).astype(np.int64)
         self.mask_cols = np.nonzero(bad_blocks)[1].astype(np.int64)
         self.mask_sparse = len(self.mask_cols) <= bad_blocks.size // 4
 
     @classmethod
     def of(cls, constants: SeriesConstants) -> BlockTables:
+        """The tables of *constants*, built on first use and kept with them."""
         t = getattr(constants, "_block_tables", None)
         if t is None:
             t = constants._block_tables = cls(constants)
         return t
+
+
+@numba.njit(cache=True)
+def _block_geometry(coord, geometric, bcx, bcy, ok, weight, use_weight, nby, nbx):
+    """Per 2x2 block: sum of the coordinate (d*², or radius from (bcx, bcy) when not
+    ``geometric``) and of the weights over its unmasked pixels, their number, and whether any
+    pixel is masked. One pass, no frame-sized temporaries."""
+    ny, nx = ok.shape
+    bsum = np.zeros((nby, nbx))
+    bn = np.zeros((nby, nbx))
+    bw = np.zeros((nby, nbx))
+    bad = np.zeros((nby, nbx), np.bool_)
+    for j in range(ny):
+        for i in range(nx):
+            by = j >> 1
+            bx = i >> 1
+            if ok[j, i] == 0:
+                bad[by, bx] = True
+                continue
+            if geometric:
+                c = float(coord[j, i])
+            else:
+                c = np.hypot(i + 0.5 - bcx, j + 0.5 - bcy)
+            bsum[by, bx] += c
+            bn[by, bx] += 1.0
+            if use_weight:
+                bw[by, bx] += float(weight[j, i])
+    return bsum, bn, bw, bad
 
 
 @numba.njit(cache=True, inline="always")
