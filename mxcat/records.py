@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
@@ -36,6 +37,10 @@ ENTITY_LEVEL = {
     "image_range": "image_range",
 }
 """Which subject level an ontology entity describes."""
+
+
+_UNSAFE_NAME = re.compile("[\x00-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
+"""Characters a subject name may not hold: C0 controls (newline, tab, NUL...), DEL, lone surrogates, non-characters."""
 
 
 def _h(*parts: str) -> str:
@@ -62,8 +67,9 @@ class Subject:
         for level in LEVELS:
             v = getattr(self, level)
             if v is not None:
-                if not isinstance(v, str) or not v.strip() or "/" in v or "\n" in v:
-                    raise ValidationError(f"subject.{level}", v, "a subject name is non-empty text without '/' or newlines")
+                if not isinstance(v, str) or not v.strip() or "/" in v or _UNSAFE_NAME.search(v):
+                    raise ValidationError(f"subject.{level}", v, "a subject name is non-empty text without '/', control "
+                                          "characters or non-characters (catalogues and XML messages cannot carry them)")
         if self.kind is None:
             raise ValidationError("subject", None, "a subject needs at least a facility or beamline")
 

@@ -5,7 +5,11 @@ rabbitmq_stomp``), on ``$MXCAT_TEST_STOMP_HOST:$MXCAT_TEST_STOMP_PORT`` (default
 guest/guest). RabbitMQ maps the STOMP destination ``/queue/<name>`` to the durable queue ``<name>``;
 queues are deleted and the broker is stopped and started with ``rabbitmqctl``. :class:`FrameRecorder`
 is a test fixture, not a broker: a socket that answers just enough STOMP (CONNECTED, RECEIPT) to
-record the exact frames a client writes (STOMP 1.1, stomp.github.io).
+record the exact frames a client writes (STOMP 1.1, stomp.github.io). Like RabbitMQ, it ends a frame
+without ``content-length`` at its first NUL (the frame before it is taken, and confirmed if it asked
+for a receipt) and answers what follows, which is no STOMP command, with an ERROR frame ("Bad
+command") before it closes the connection. It does not store, route or deliver messages, check
+credentials, or imitate heartbeats and transactions.
 """
 
 from __future__ import annotations
@@ -233,10 +237,16 @@ class Frame:
         return next((v for k, v in self.headers if k == name), None)
 
 
+CLIENT_COMMANDS = frozenset({"CONNECT", "STOMP", "SEND", "SUBSCRIBE", "UNSUBSCRIBE", "ACK", "NACK", "BEGIN", "COMMIT", "ABORT",
+                             "DISCONNECT"})
+
+
 class FrameRecorder:
     """Records the STOMP frames clients send; answers CONNECT/STOMP with CONNECTED and receipts with RECEIPT.
 
-    ``receipts=False`` makes a broker that takes every frame and never confirms one.
+    ``receipts=False`` makes a broker that takes every frame and never confirms one. A frame whose
+    command is no STOMP client command (the tail of a body cut at a NUL) is answered with ERROR, as
+    RabbitMQ does, and ends the connection; it is kept in :attr:`bad`, not in :attr:`frames`.
     """
 
     def __init__(self, receipts: bool = True) -> None:
@@ -248,6 +258,7 @@ class FrameRecorder:
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
         self.frames: list[Frame] = []
+        self.bad: list[bytes] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
@@ -280,9 +291,13 @@ class FrameRecorder:
                     if not raw:
                         continue
                     head, _, body = raw.partition(b"\n\n")
-                    lines = head.decode().split("\n")
+                    lines = head.decode(errors="replace").split("\n")
+                    if lines[0].strip() not in CLIENT_COMMANDS:
+                        self.bad.append(raw)
+                        conn.sendall(b"ERROR\nmessage:Bad command\ncontent-type:text/plain\n\nCould not interpret command\x00")
+                        return
                     headers = [tuple(line.split(":", 1)) for line in lines[1:] if ":" in line]
-                    frame = Frame(lines[0], headers, body)  # type: ignore[arg-type]
+                    frame = Frame(lines[0].strip(), headers, body)  # type: ignore[arg-type]
                     self.frames.append(frame)
                     if frame.command in ("CONNECT", "STOMP"):
                         conn.sendall(b"CONNECTED\nversion:1.1\nserver:mxcat-test-recorder\n\n\x00")

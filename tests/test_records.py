@@ -94,3 +94,9 @@ def test_flattened_and_table_items_need_their_proper_form(onto, dataset):
     assert [r.key for r in out.records] == ["reflns_shell.outer.pdbx_CC_half"]
     reasons = " ".join(r.reason for r in out.rejected)
     assert "needs a row selector" in reasons and "travels as a table" in reasons
+
+
+@pytest.mark.parametrize("bad", ["a\x00b", "tab\there", "new\nline", "del\x7f", "lone\ud800", "x\ufffe", "a/b", " "])
+def test_subject_names_refuse_characters_catalogues_cannot_carry(bad):
+    with pytest.raises(ValidationError, match=r"subject\.sample"):
+        Subject(facility="ESRF", beamline="ID30A-1", sample=bad)

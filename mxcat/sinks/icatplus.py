@@ -2,14 +2,19 @@
 
 Formats follow ESRF's client library pyicat-plus 3.1 (``IcatMetadataClient.send_metadata``,
 ``store_processed_data``, ``IcatUpdateMetadataClient.send_update_metadata``) and its XSD model of
-``http://www.esrf.fr/icat``; the transport is STOMP 1.1 (stomp.github.io) through stomp.py.
+``http://www.esrf.fr/icat``; the transport is STOMP 1.1 (stomp.github.io) through stomp.py. The
+message bodies and the STOMP link are in :mod:`mxcat.sinks.icatplus_messages`; this module decides
+what to send and keeps the delivery state.
 
 * A dataset (subject level ``dataset``, or ``processing`` for processed data) becomes ONE XML
   ``<tns:dataset>`` message on ``/queue/icatIngest`` the first time this sink delivers records of it:
   investigation (proposal) and instrument (beamline) in lower case, name, location, start/end dates,
   sample name, and every record of the batch with an ESRF name from the ontology (scheme
   ``esrf_icat``, relations exact and close; values as strings in the ESRF unit) plus the fixed
-  parameters pyicat-plus adds. Processed datasets carry ``input_datasets`` (input locations).
+  parameters pyicat-plus adds. Processed datasets carry ``input_datasets`` (input locations). Without
+  ``startDate``/``endDate`` records the dates are the earliest and latest ``provenance.created`` of
+  the records; a ``created`` that is not ISO 8601 is left out, and when none is usable the delivery
+  time stands in (as pyicat-plus dates a dataset given without dates; logged once).
 * Later records of a dataset already sent go as JSON ``icatUpdateDatasetMetadata`` messages (one
   name/value per message, as ICAT+ takes them). Records of a sample, session, proposal or beamline
   are inherited by the datasets below them: included in dataset messages sent later, and sent as
@@ -19,18 +24,26 @@ Formats follow ESRF's client library pyicat-plus 3.1 (``IcatMetadataClient.send_
   registered, and pyicat-plus flags other names as "Unknown ICAT fields"; ``unmapped: send`` sends
   the mmCAT flat key, matching ``icat_parameter_types(onto, names="esrf")``), and names ICAT+ takes
   from the subject (Sample_name, proposal, location, ...). Refused with a reason: datasets without
-  proposal, beamline or sample, values over 4000 characters or with characters XML cannot carry.
+  proposal, beamline or sample, values over 4000 characters, and records any of whose message texts
+  (subject levels and inputs, location, input locations, parameter names and values, update fields)
+  holds a character XML 1.0 cannot carry; the reason names the field. No frame ever holds a NUL.
 
 Delivery: messages are persistent (``persistent:true``) and sent with a receipt each; ``put``
 returns only when the broker has confirmed every message (RabbitMQ and ActiveMQ confirm persistent
 sends once stored). What was confirmed is written to a small SQLite state file (``state_path``):
 record ids with their content digest, datasets sent with their location. That file makes the
 dataset-versus-update decision and redelivery idempotent: a record delivered again with the same
-content is acknowledged without a message. STOMP is at-least-once: when a connection drops after the
-broker stored a message but before its receipt arrived, the message is sent again on retry; every
-message carries a stable ``mxcat_message_id`` header (hash of destination, body and, for updates,
-how often the record was confirmed before) so consumers can drop the repeat. Brokers are tried in the configured order (failover); a broker that cannot be
-reached, a lost connection, a missing receipt and refused credentials are all
+content is acknowledged without a message. Delivery is nevertheless at-least-once, twice over: a
+connection that drops after the broker stored a message but before its receipt arrived, and a
+process that dies between the broker's receipts and the commit of the state file, both make the
+records come again and their messages (dataset messages included) go again. Every message carries a
+stable ``mxcat_message_id`` header (hash of destination, body and, for updates, how often the record
+was confirmed before), but ESRF's ICAT+ ingester does not read it: a repeated dataset message reaches
+ICAT+ twice. Marking a dataset "sending" before its SEND would not close the gap: after a crash the
+mark cannot tell a message the broker stored from one that never left, and an update cannot create
+a dataset, so answering with updates would turn a possible repeat into a possible loss. The window is
+one SQLite commit after the last receipt. Brokers are tried in the configured order (failover); a
+broker that cannot be reached, a lost connection, a missing receipt and refused credentials are all
 :class:`~mxcat.errors.SinkUnavailable`: the records wait in the outbox until the cause is fixed.
 Frames carry no ``content-length`` (as pyicat-plus's stompest sends them), so ActiveMQ hands the
 ingester a TextMessage. The passcode comes from ``passcode_env`` or ``passcode_file`` and is never
@@ -39,23 +52,18 @@ logged, not even by stomp.py at DEBUG level (it would print it; a filter masks i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import re
 import socket
 import sqlite3
 import string
-import struct
-import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
-from xml.sax.saxutils import escape
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -63,14 +71,31 @@ from mxcat import __version__
 from mxcat.errors import ConfigError, MxcatError, SinkError, SinkUnavailable
 from mxcat.records import Subject
 from mxcat.sinks import Envelope, Health, Receipt
+from mxcat.sinks.icatplus_messages import (
+    DATASET_QUEUE,
+    MAX_VALUE,
+    NAMESPACE,
+    UPDATE_QUEUE,
+    Link,
+    LinkDown,
+    Message,
+    Names,
+    UnsafeText,
+    check_text,
+    dataset_xml,
+    digest,
+    host_port,
+    instant,
+    update_json,
+    value_text,
+    zulu,
+)
+
+__all__ = ["DATASET_QUEUE", "MAX_VALUE", "NAMESPACE", "PROCESSED_TEMPLATE", "RAW_TEMPLATE", "RESERVED", "UPDATE_QUEUE", "IcatPlusOptions",
+           "IcatPlusSink", "UnsafeText", "dataset_xml", "update_json"]
 
 log = logging.getLogger(__name__)
 
-NAMESPACE = "http://www.esrf.fr/icat"
-DATASET_QUEUE = "/queue/icatIngest"
-UPDATE_QUEUE = "/queue/icatUpdateDatasetMetadata"
-MAX_VALUE = 4000
-"""ICAT keeps at most 4000 characters in a string parameter value."""
 RAW_TEMPLATE = "/data/visitor/{proposal_lower}/{beamline_dir}/{session}/RAW_DATA/{sample}/{dataset}"
 PROCESSED_TEMPLATE = "/data/visitor/{proposal_lower}/{beamline_dir}/{session}/PROCESSED_DATA/{sample}/{dataset}/{processing}"
 """Default locations, ESRF's layout. Fields: the subject's levels, each also as ``<level>_lower``, and
@@ -81,7 +106,6 @@ RESERVED = frozenset({"Sample_name", "beamlineID", "datasetName", "proposal", "l
 """Parameter names ICAT+ takes from the dataset's identity, never from a record."""
 ANCESTORS = ("beamline", "proposal", "session", "sample")
 DIRECTORY_KEY = "mmcat_collection.directory"
-_BAD_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 class IcatPlusOptions(BaseModel):
@@ -128,140 +152,13 @@ class IcatPlusOptions(BaseModel):
     @classmethod
     def _check(cls, v: list[str]) -> list[str]:
         for b in v:
-            _host_port(b)
+            host_port(b)
         return v
 
-
-def _host_port(text: str) -> tuple[str, int]:
-    t = text.strip()
-    for scheme in ("tcp://", "stomp://"):
-        if t.startswith(scheme):
-            t = t[len(scheme):]
-    host, sep, port = t.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"broker {text!r} is not host:port")
-    return host, int(port)
-
-
-def _h(*parts: str) -> str:
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
-
-
-def _zulu(value: str) -> str:
-    """An ISO 8601 date-time as pyicat-plus writes it (UTC as ``Z``)."""
-    dt = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    text = dt.isoformat()
-    return text[:-6] + "Z" if text.endswith("+00:00") else text
-
-
-def _instant(value: str) -> datetime:
-    dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
-
-
-# -- names and values ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Target:
-    name: str
-    rank: int  # 0 exact, 1 close; lower wins when two keys give one name
-    kind: str
-    scale: float = 1.0
-    offset: float = 0.0
-
-
-class _Names:
-    """ESRF names of mmCAT keys (scheme ``esrf_icat``), with the unit conversion each needs."""
-
-    def __init__(self, onto: Any, unmapped: str) -> None:
-        self.onto = onto
-        self.unmapped = unmapped
-        self._cache: dict[tuple[str, str | None], tuple[_Target, ...]] = {}
-
-    def targets(self, key: str, unit: str | None) -> tuple[_Target, ...]:
-        hit = self._cache.get((key, unit))
-        if hit is None:
-            hit = self._cache[(key, unit)] = self._targets(key, unit)
-        return hit
-
-    def _targets(self, key: str, unit: str | None) -> tuple[_Target, ...]:
-        try:
-            item, selector = self.onto.lookup(key)
-        except MxcatError:
-            return (_Target(key, 2, "string"),) if self.unmapped == "send" else ()
-        out: list[_Target] = []
-        for rank, relation in enumerate(("exact", "close")):
-            for m in item.mappings:
-                if m.scheme != "esrf_icat" or m.relation != relation or m.selector != selector or any(t.name == m.target for t in out):
-                    continue
-                scale, offset = 1.0, 0.0
-                source = unit or item.units
-                if item.is_numeric and m.units and source and m.units != source:
-                    try:
-                        scale, offset = self.onto.units.factor(source, m.units)
-                    except (MxcatError, ValueError, KeyError) as err:
-                        log.warning("%s: no conversion from %s to %s for %s (%s); not sent", key, source, m.units, m.target, err)
-                        continue
-                out.append(_Target(m.target, rank, item.kind, scale, offset))
-        if not out and self.unmapped == "send":
-            out.append(_Target(key, 2, item.kind))
-        return tuple(out)
-
-
-def _text(value: Any, t: _Target) -> str:
-    """A record value as the string ICAT+ stores, formatted as pyicat-plus formats it."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float) and t.kind in ("float", "int"):
-        converted = t.scale != 1.0 or t.offset != 0.0
-        v = value * t.scale + t.offset if converted else value
-        if converted:
-            v = float(f"{v:.12g}")
-        return str(int(v)) if t.kind == "int" and float(v).is_integer() else str(float(v))
-    if t.kind == "datetime":
-        try:
-            return _zulu(str(value))
-        except ValueError:
-            return str(value)
-    return str(value)
-
-
-# -- messages ------------------------------------------------------------------------------------
-
-
-def dataset_xml(*, investigation: str, instrument: str, name: str, location: str, start: str, end: str, sample: str,
-                parameters: Mapping[str, str]) -> str:
-    """The ``<tns:dataset>`` message of ESRF's ICAT+ ingester (element order of its XSD)."""
-    parts = ['<?xml version="1.0" encoding="UTF-8"?>', f'<tns:dataset xmlns:tns="{NAMESPACE}" complete="true">']
-    for tag, text in (("investigation", investigation), ("instrument", instrument), ("name", name), ("location", location),
-                      ("startDate", start), ("endDate", end)):
-        parts.append(f"<tns:{tag}>{escape(text)}</tns:{tag}>")
-    parts.append(f"<tns:sample><tns:name>{escape(sample)}</tns:name></tns:sample>")
-    for pname, value in parameters.items():
-        parts.append(f"<tns:parameter><tns:name>{escape(pname)}</tns:name><tns:value>{escape(value)}</tns:value></tns:parameter>")
-    parts.append("</tns:dataset>")
-    return "".join(parts)
-
-
-def update_json(*, proposal: str, beamline: str, paths: Sequence[str], name: str, value: str) -> str:
-    """The ``icatUpdateDatasetMetadata`` message (the JSON pyicat-plus's ``send_update_metadata`` writes)."""
-    return json.dumps({"proposal": proposal, "beamline": beamline, "datasetPaths": list(paths), "metadataName": name,
-                       "metadataValue": value})
-
-
-@dataclass(slots=True)
-class _Message:
-    """A STOMP message; its id is stable across retries of the same delivery (destination, body, *salt*)."""
-
-    destination: str
-    body: str
-    salt: str = ""
-    message_id: str = ""
-
-    def __post_init__(self) -> None:
-        self.message_id = _h(self.destination, self.body, self.salt)
+    @field_validator("machine", "location_template", "processed_location_template")
+    @classmethod
+    def _carried(cls, v: str | None) -> str | None:
+        return None if v is None else check_text("the text", v)  # it goes into every dataset message
 
 
 @dataclass(slots=True)
@@ -276,7 +173,7 @@ class _Item:
 
 @dataclass(slots=True)
 class _Plan:
-    messages: list[_Message] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
     items: list[_Item] = field(default_factory=list)
     datasets: dict[int, tuple[str, str, str, str, tuple[str, ...]]] = field(default_factory=dict)
     locations: dict[str, str] = field(default_factory=dict)
@@ -288,7 +185,7 @@ class _Plan:
     def salt(self, record_id: str) -> str:
         return f"{record_id}:{self.previous.get(record_id, ('', 0))[1]}"
 
-    def add(self, msg: _Message) -> int:
+    def add(self, msg: Message) -> int:
         self.messages.append(msg)
         return len(self.messages) - 1
 
@@ -363,204 +260,6 @@ class _State:
         self.db.close()
 
 
-# -- the broker link -----------------------------------------------------------------------------
-
-
-class _LinkDown(Exception):
-    def __init__(self, reason: str, confirmed: set[int] | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.confirmed = confirmed or set()
-
-
-class _Listener:
-    """Collects CONNECTED, RECEIPT and ERROR frames and disconnections from stomp.py's thread."""
-
-    def __init__(self) -> None:
-        self.cond = threading.Condition()
-        self.connected = False
-        self.lost = False
-        self.error: str | None = None
-        self.receipts: set[str] = set()
-
-    def on_connected(self, frame: Any) -> None:
-        with self.cond:
-            self.connected = True
-            self.cond.notify_all()
-
-    def on_receipt(self, frame: Any) -> None:
-        with self.cond:
-            self.receipts.add(frame.headers.get("receipt-id", ""))
-            self.cond.notify_all()
-
-    def on_error(self, frame: Any) -> None:
-        with self.cond:
-            detail = " - ".join(p for p in (frame.headers.get("message"), str(frame.body or "").strip()) if p)
-            self.error = " ".join(detail.split())[:300]
-            self.cond.notify_all()
-
-    def on_disconnected(self) -> None:
-        with self.cond:
-            self.lost = True
-            self.connected = False
-            self.cond.notify_all()
-
-    def wait(self, done: Any, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while not done() and not self.lost and self.error is None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self.cond.wait(left)
-            return bool(done())
-
-
-_REFUSED = ("access refused", "login", "authenticat", "passcode", "credential", "not authori", "security")
-
-
-class _Redact(logging.Filter):
-    """Masks the passcode in stomp.py's own log records (stomp.py 9.0 logs CONNECT frames unmasked at DEBUG)."""
-
-    def __init__(self, secret: str) -> None:
-        super().__init__()
-        self.secret = secret
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        if self.secret in text:
-            record.msg, record.args = text.replace(self.secret, "********"), None
-        return True
-
-
-class _Link:
-    """One STOMP 1.1 connection to the first broker of the list that answers."""
-
-    def __init__(self, sink: str, brokers: list[tuple[str, int]], login: str | None, passcode: str | None, vhost: str | None,
-                 tls: bool, verify: bool | str, timeout: float) -> None:
-        self.sink = sink
-        self.brokers = brokers
-        self.login = login
-        self._passcode = passcode
-        self.vhost = vhost
-        self.tls = tls
-        self.verify = verify
-        self.timeout = timeout
-        self.conn: Any = None
-        self.listener: _Listener | None = None
-        self.where: str | None = None
-        self._n = 0
-        self._redact = _Redact(passcode) if passcode else None
-        if self._redact is not None:
-            logging.getLogger("stomp.py").addFilter(self._redact)
-
-    def close(self) -> None:
-        self.drop()
-        if self._redact is not None:
-            logging.getLogger("stomp.py").removeFilter(self._redact)
-
-    def ensure(self) -> None:
-        if self.conn is not None and self.listener is not None and self.listener.connected and not self.listener.lost:
-            return
-        self.drop()
-        import stomp
-        from stomp.exception import StompException
-
-        conn = stomp.Connection11(host_and_ports=self.brokers, prefer_localhost=False, try_loopback_connect=False,
-                                  reconnect_sleep_initial=0.1, reconnect_sleep_increase=0.5, reconnect_sleep_jitter=0.1,
-                                  reconnect_sleep_max=1.0, reconnect_attempts_max=len(self.brokers), timeout=self.timeout,
-                                  keepalive=True, vhost=self.vhost, auto_content_length=False)
-        if self.tls:
-            conn.set_ssl(for_hosts=self.brokers, ca_certs=self.verify if isinstance(self.verify, str) else None,
-                         verify=bool(self.verify))
-        listener = _Listener()
-        conn.set_listener("mxcat", listener)
-        try:
-            conn.connect(username=self.login, passcode=self._passcode, wait=False)
-        except (StompException, OSError) as err:
-            raise _LinkDown(f"no broker answered ({', '.join(f'{h}:{p}' for h, p in self.brokers)})") from err
-        if not listener.wait(lambda: listener.connected, self.timeout):
-            _close(conn)
-            if listener.error is not None:
-                refused = any(w in listener.error.lower() for w in _REFUSED)
-                raise _LinkDown(("the broker refused the credentials: " if refused else "the broker refused the connection: ")
-                                + listener.error)
-            if listener.lost:
-                raise _LinkDown("the broker closed the connection before CONNECTED")
-            raise _LinkDown(f"no CONNECTED frame within {self.timeout:g} s")
-        self.conn, self.listener = conn, listener
-        host, port = conn.transport.current_host_and_port
-        self.where = f"{host}:{port}"
-        _send_timeout(conn, self.timeout)
-        log.info("sink %s: connected to STOMP broker %s%s", self.sink, self.where, f" as {self.login}" if self.login else "")
-
-    def send_all(self, messages: Sequence[_Message]) -> set[int]:
-        """Send every message with a receipt; return when all are confirmed, else raise _LinkDown with those that were."""
-        from stomp.exception import StompException
-
-        self.ensure()
-        listener = self.listener
-        if listener is None or self.conn is None:
-            raise _LinkDown("not connected")
-        ids: dict[str, int] = {}
-        try:
-            for i, m in enumerate(messages):
-                self._n += 1
-                rid = f"{m.message_id[:12]}-{self._n}"
-                ids[rid] = i
-                self.conn.send(m.destination, m.body, headers={"persistent": "true", "mxcat_message_id": m.message_id, "receipt": rid})
-        except (StompException, OSError) as err:
-            with listener.cond:
-                confirmed = {ids[r] for r in listener.receipts & ids.keys()}
-            self.drop()
-            raise _LinkDown(f"connection to {self.where or 'the broker'} lost while sending ({type(err).__name__})", confirmed) from err
-        ok = listener.wait(lambda: ids.keys() <= listener.receipts, self.timeout)
-        with listener.cond:
-            confirmed = {ids[r] for r in listener.receipts & ids.keys()}
-            listener.receipts -= ids.keys()
-            error, lost = listener.error, listener.lost
-        if ok:
-            return confirmed
-        where = self.where or "the broker"
-        self.drop()
-        if error is not None:
-            raise _LinkDown(f"{where} answered with an error: {error}", confirmed)
-        if lost:
-            raise _LinkDown(f"connection to {where} lost before {len(ids) - len(confirmed)} receipt(s)", confirmed)
-        raise _LinkDown(f"{len(ids) - len(confirmed)} receipt(s) from {where} missing after {self.timeout:g} s", confirmed)
-
-    def drop(self) -> None:
-        if self.conn is not None:
-            _close(self.conn, self.listener if self.listener and self.listener.connected and not self.listener.lost else None)
-        self.conn, self.listener, self.where = None, None, None
-
-
-def _close(conn: Any, listener: _Listener | None = None) -> None:
-    """Close a connection: DISCONNECT and wait a moment for its receipt when it is alive, then the socket."""
-    try:
-        if listener is not None:
-            conn.disconnect()
-            listener.wait(lambda: listener.lost, 1.0)
-    except Exception:  # noqa: BLE001 - closing a dead connection must not mask the reason it died
-        pass
-    try:
-        conn.transport.disconnect_socket()
-    except Exception:  # noqa: BLE001
-        pass
-
-
-def _send_timeout(conn: Any, seconds: float) -> None:
-    """Bound blocking sends (stomp.py keeps the socket blocking without a timeout for its reader thread)."""
-    sock = getattr(conn.transport, "socket", None)
-    if sock is None:
-        return
-    try:
-        sec = int(seconds)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", sec, int((seconds - sec) * 1e6)))
-    except (OSError, struct.error):
-        log.debug("SO_SNDTIMEO not available; sends rely on TCP keepalive")
-
-
 # -- the sink ------------------------------------------------------------------------------------
 
 
@@ -608,7 +307,7 @@ class IcatPlusSink:
             log.warning("sink %s: TLS certificate verification is OFF", name)
         self.machine = opts.machine or socket.getfqdn()
         self.software = f"mxcat_v{__version__}"
-        self._names = _Names(onto, opts.unmapped)
+        self._names = Names(onto, opts.unmapped)
         if opts.state_path is None:
             from mxcat.config import data_dir
 
@@ -616,9 +315,10 @@ class IcatPlusSink:
         else:
             state = opts.state_path
         self._state = _State(state)
-        self._link = _Link(name, [_host_port(b) for b in opts.brokers], opts.login, passcode, opts.vhost, opts.tls, opts.verify,
+        self._link = Link(name, [host_port(b) for b in opts.brokers], opts.login, passcode, opts.vhost, opts.tls, opts.verify,
                            opts.timeout)
         self._skipped: set[str] = set()
+        self._bad_created = False
 
     def __repr__(self) -> str:
         return f"IcatPlusSink(name={self.name!r}, brokers={self.options.brokers!r})"
@@ -630,11 +330,11 @@ class IcatPlusSink:
         try:
             plan = self._plan(envelopes, receipt)
             confirmed: set[int] = set()
-            failure: _LinkDown | None = None
+            failure: LinkDown | None = None
             if plan.messages:
                 try:
                     confirmed = self._link.send_all(plan.messages)
-                except _LinkDown as err:
+                except LinkDown as err:
                     confirmed, failure = err.confirmed, err
             done = [it for it in plan.items if all(i in confirmed for i in it.needs)]
             self._state.commit(plan, confirmed, done)
@@ -648,7 +348,7 @@ class IcatPlusSink:
     def health(self) -> Health:
         try:
             self._link.ensure()
-        except _LinkDown as err:
+        except LinkDown as err:
             return Health(False, err.reason)
         return Health(True, f"connected to {self._link.where}")
 
@@ -682,21 +382,25 @@ class IcatPlusSink:
             if subject.kind == "image_range":
                 receipt.stored.extend(e["id"] for e in envs)  # ICAT+ has no image-range entity
                 continue
+            unsafe = _unsafe_subject(subject)
+            if unsafe is not None:
+                receipt.rejected.update((e["id"], unsafe) for e in envs)
+                continue
             rows = []
             for env in envs:
-                digest = _h(str(env["key"]), json.dumps(env["value"], default=str), str(env.get("unit")))
-                if digests.get(env["id"], ("", 0))[0] == digest:
+                content = digest(str(env["key"]), json.dumps(env["value"], default=str), str(env.get("unit")))
+                if digests.get(env["id"], ("", 0))[0] == content:
                     receipt.stored.append(env["id"])  # confirmed by the broker before: a redelivery
                     continue
                 params = self._params(env, receipt)
                 if params is None:
                     continue
-                rows.append((env, digest, params))
+                rows.append((env, content, params))
             if rows:
                 fresh[sid] = (subject, rows)
         ancestors = {sid: v for sid, v in fresh.items() if v[0].kind in ANCESTORS}
         for sid, (_, rows) in ancestors.items():
-            self._plan_ancestor(plan, sid, rows)
+            self._plan_ancestor(plan, sid, rows, receipt)
         for sid, (subject, rows) in fresh.items():
             if sid not in ancestors:
                 self._plan_dataset(plan, subject, rows, ancestors, receipt)
@@ -713,36 +417,52 @@ class IcatPlusSink:
             return None
         params: dict[str, tuple[int, str]] = {}
         for t in targets:
-            text = _text(env["value"], t)
+            text = value_text(env["value"], t)
             if len(text) > MAX_VALUE:
                 receipt.rejected[env["id"]] = f"value of {len(text)} characters; ICAT keeps at most {MAX_VALUE}"
                 return None
             if not text.strip():
                 receipt.rejected[env["id"]] = "empty value; ICAT+ refuses empty parameter values"
                 return None
-            if _BAD_XML.search(text):
-                receipt.rejected[env["id"]] = "the value holds control characters that XML 1.0 cannot carry"
+            try:
+                check_text("parameter name", t.name)
+                check_text(f"value of {t.name}", text)
+            except UnsafeText as err:
+                receipt.rejected[env["id"]] = str(err)
                 return None
             params[t.name] = (t.rank, text)
         return params
 
-    def _plan_ancestor(self, plan: _Plan, sid: str, rows: list[tuple[Envelope, str, dict[str, tuple[int, str]]]]) -> None:
+    def _plan_ancestor(self, plan: _Plan, sid: str, rows: list[tuple[Envelope, str, dict[str, tuple[int, str]]]],
+                       receipt: Receipt) -> None:
         below = self._state.descendants(sid)
         by_investigation: dict[tuple[str, str], list[str]] = {}
         for location, proposal, beamline in below:
             by_investigation.setdefault((proposal, beamline), []).append(location)
-        for env, digest, params in rows:
-            item = _Item(env["id"], digest)
+        step = self.options.max_paths
+        for env, content, params in rows:
+            item = _Item(env["id"], content)
+            updates = []
             for pname, (_, value) in sorted(params.items()):
                 if pname in RESERVED:
                     continue
                 item.inherit.append((sid, pname, value))
-                for (proposal, beamline), paths in sorted(by_investigation.items()):
-                    for i in range(0, len(paths), self.options.max_paths):
-                        body = update_json(proposal=proposal, beamline=beamline, paths=paths[i:i + self.options.max_paths],
-                                           name=pname, value=value)
-                        item.needs.append(plan.add(_Message(self.options.update_queue, body, plan.salt(env["id"]))))
-            plan.items.append(item)
+                updates += [(proposal, beamline, paths[i:i + step], pname, value)
+                            for (proposal, beamline), paths in sorted(by_investigation.items()) for i in range(0, len(paths), step)]
+            self._add_updates(plan, item, env, updates, receipt)
+
+    def _add_updates(self, plan: _Plan, item: _Item, env: Envelope, updates: list[tuple[str, str, list[str], str, str]],
+                     receipt: Receipt) -> None:
+        """Plan a record's update messages, all or none: a text no message can carry refuses the record."""
+        try:
+            messages = [Message(self.options.update_queue, update_json(proposal=proposal, beamline=beamline, paths=paths, name=name,
+                                                                       value=value), plan.salt(env["id"]))
+                        for proposal, beamline, paths, name, value in updates]
+        except UnsafeText as err:
+            receipt.rejected[item.id] = str(err)
+            return
+        item.needs.extend(plan.add(m) for m in messages)
+        plan.items.append(item)
 
     def _plan_dataset(self, plan: _Plan, subject: Subject, rows: list[tuple[Envelope, str, dict[str, tuple[int, str]]]],
                       batch_ancestors: Mapping[str, tuple[Subject, list[Any]]], receipt: Receipt) -> None:
@@ -755,14 +475,11 @@ class IcatPlusSink:
         proposal, beamline = str(subject.proposal).lower(), str(subject.beamline).lower()
         known = self._state.dataset(subject.id)
         if known is not None:  # sent before: every new record is an update of that dataset
-            location = known[0]
-            for env, digest, params in rows:
-                item = _Item(env["id"], digest)
-                for pname, (_, value) in sorted(params.items()):
-                    if pname not in RESERVED:
-                        body = update_json(proposal=known[1], beamline=known[2], paths=[location], name=pname, value=value)
-                        item.needs.append(plan.add(_Message(self.options.update_queue, body, plan.salt(env["id"]))))
-                plan.items.append(item)
+            location, sent_proposal, sent_beamline = known
+            for env, content, params in rows:
+                updates = [(sent_proposal, sent_beamline, [location], pname, value)
+                           for pname, (_, value) in sorted(params.items()) if pname not in RESERVED]
+                self._add_updates(plan, _Item(env["id"], content), env, updates, receipt)
             return
         processed = subject.kind == "processing"
         location = self._location(subject, rows)
@@ -784,11 +501,14 @@ class IcatPlusSink:
                 if pname not in own or rank <= own[pname][0]:
                     own[pname] = (rank, value)
         merged.update(own)
-        created = sorted(_instant(str(env["provenance"].get("created") or "1970-01-01T00:00:00+00:00")) for env, _, _ in rows)
-        start = merged["startDate"][1] if "startDate" in merged else _zulu(created[0].isoformat())
-        end = merged["endDate"][1] if "endDate" in merged else _zulu(created[-1].isoformat())
+        if "startDate" in merged and "endDate" in merged:
+            start, end = merged["startDate"][1], merged["endDate"][1]
+        else:
+            first, last = self._created(rows)
+            start = merged["startDate"][1] if "startDate" in merged else zulu(first.isoformat())
+            end = merged["endDate"][1] if "endDate" in merged else zulu(last.isoformat())
         try:
-            if _instant(end) < _instant(start):
+            if instant(end) < instant(start):
                 end = start
         except ValueError:
             pass
@@ -800,12 +520,37 @@ class IcatPlusSink:
             fixed["input_datasets"] = ",".join(inputs)
         parameters = {n: v for n, (_, v) in sorted(merged.items()) if n not in RESERVED}
         parameters.update(fixed)
-        body = dataset_xml(investigation=proposal, instrument=beamline, name=name, location=location, start=start, end=end,
-                           sample=str(subject.sample), parameters=dict(sorted(parameters.items())))
-        idx = plan.add(_Message(self.options.dataset_queue, body))
+        try:
+            message = Message(self.options.dataset_queue, dataset_xml(
+                investigation=proposal, instrument=beamline, name=name, location=location, start=start, end=end,
+                sample=str(subject.sample), parameters=dict(sorted(parameters.items()))))
+        except UnsafeText as err:
+            receipt.rejected.update((i, f"dataset {subject.path}: {err}") for i in ids)
+            return
+        idx = plan.add(message)
         plan.datasets[idx] = (subject.id, location, proposal, beamline, ancestor_ids)
         plan.locations[subject.id] = location
-        plan.items.extend(_Item(env["id"], digest, [idx]) for env, digest, _ in rows)
+        plan.items.extend(_Item(env["id"], content, [idx]) for env, content, _ in rows)
+
+    def _created(self, rows: Sequence[tuple[Envelope, str, Any]]) -> tuple[datetime, datetime]:
+        """Earliest and latest ``provenance.created`` of a dataset's records, the default start and end dates.
+
+        A ``created`` that is missing or not ISO 8601 is left out; when no record has a usable one, the
+        delivery time stands in, as pyicat-plus dates a dataset given without dates (logged once per sink).
+        """
+        stamps: list[datetime] = []
+        for env, _, _ in rows:
+            text = str(env["provenance"].get("created") or "")
+            try:
+                stamps.append(instant(text))
+            except ValueError:
+                if not self._bad_created:
+                    log.warning("sink %s: provenance.created %r is not an ISO 8601 date-time; ICAT+ dataset dates come from the "
+                                "other records of the dataset, or the delivery time (logged once)", self.name, text)
+                self._bad_created = True
+        if not stamps:
+            stamps.append(datetime.now(UTC))
+        return min(stamps), max(stamps)
 
     def _location(self, subject: Subject, rows: Sequence[tuple[Envelope, str, Any]]) -> str | None:
         if subject.kind == "dataset" and self.options.location_from_directory:
@@ -853,6 +598,20 @@ class IcatPlusSink:
         return out
 
 
+def _unsafe_subject(subject: Subject) -> str | None:
+    """Why no ICAT+ message can name *subject* (a level or input holding a character XML 1.0 cannot carry), else None."""
+    try:
+        for lv in _LEVELS:
+            value = getattr(subject, lv)
+            if value is not None:
+                check_text(f"subject {lv}", str(value))
+        for ref in subject.inputs:
+            check_text("subject input", str(ref))
+    except UnsafeText as err:
+        return str(err)
+    return None
+
+
 def _fill(template: str, subject: Subject) -> str | None:
     values = {lv: getattr(subject, lv) for lv in _LEVELS if getattr(subject, lv) is not None}
     values.update({f"{k}_lower": v.lower() for k, v in list(values.items())})
@@ -866,7 +625,7 @@ def _fill(template: str, subject: Subject) -> str | None:
 
 
 _ERRORS: tuple[tuple[type[BaseException], type[SinkError], str], ...] = (
-    (_LinkDown, SinkUnavailable, "ICAT+ broker: {err}; records wait in the outbox"),
+    (LinkDown, SinkUnavailable, "ICAT+ broker: {err}; records wait in the outbox"),
     (sqlite3.Error, SinkUnavailable, "ICAT+ delivery state file: {err}"),
 )
 """How failures map onto the outbox's decisions (credentials refused is retried too: fixing them loses nothing)."""

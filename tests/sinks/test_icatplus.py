@@ -20,6 +20,7 @@ import secrets
 import time
 import warnings
 import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
 
 import pytest
 
@@ -282,6 +283,117 @@ def test_what_is_skipped_sent_or_refused(make_sink, consume, onto, tmp_path):
     assert skip.put(only_unmapped).stored == [only_unmapped[0]["id"]]
     assert len(c.settle(0.3)) == 1  # nothing sent for a dataset with nothing ICAT+ knows
 
+
+
+# -- texts no message can carry, dates that are not dates -------------------------------------------------
+
+
+def _well_formed(frames):
+    """Every SEND frame whole (no NUL cut it) and its body well-formed XML or JSON."""
+    for f in frames:
+        assert b"\x00" not in f.body
+        if f.header("destination") == "/queue/ingest":
+            ET.fromstring(f.body)
+        else:
+            json.loads(f.body)
+
+
+def test_texts_xml_cannot_carry_refuse_their_records_and_name_the_field(onto):
+    """A NUL, a control character or a lone surrogate in any text of a message refuses the records it would carry.
+
+    Without the check a NUL cut the frame (the broker took the tail for a command) and a control
+    character made the dataset message malformed XML; the recorder answers the cut frame as RabbitMQ does.
+    """
+    rec = sb.FrameRecorder()
+    sink = IcatPlusSink("wire", brokers=[f"127.0.0.1:{rec.port}"], state_path=":memory:", unmapped="send", timeout=3,
+                        dataset_queue="/queue/ingest", update_queue="/queue/update")
+    try:
+        vals = {"diffrn_radiation_wavelength.wavelength": 0.98}
+        proc = raw_subject("d5").child(processing="autoPROC", inputs=("/data/visitor/mx2532/in\x1fput",))
+        cases = {  # the field the reason must name -> the records that must be refused
+            "subject sample": envelopes(onto, raw_subject("d0", sample="bad\x00x"), vals),
+            "subject dataset": envelopes(onto, raw_subject("d\x01"), vals),
+            "subject session": envelopes(onto, Subject(facility="ESRF", beamline="ID30A-1", proposal="MX2532", session="s\x0b",
+                                                      sample="lyso1", dataset="d2"), vals),
+            "subject input": envelopes(onto, proc, {"reflns.d_resolution_high": 1.5}),
+        }
+        good = envelopes(onto, raw_subject("d4"), {**vals, "mmcat_collection.comments": "fine"})
+        bad_value = envelopes(onto, raw_subject("d4"), {"mmcat_collection.comments": "not\x00fine"}, run="r2")
+        bad_name = [dict(good[0], id="bad-name", key="mmcat_collection.odd\x02key")]
+        surrogate = [dict(good[0], id="surrogate", value="0.98\ud800")]  # not even UTF-8: stomp.py could not encode the frame
+        r = sink.put([e for envs in cases.values() for e in envs] + good + bad_value + bad_name + surrogate)
+        for what, envs in cases.items():
+            for e in envs:
+                assert what in r.rejected[e["id"]] and "XML 1.0" in r.rejected[e["id"]], (what, r.rejected.get(e["id"]))
+        assert "value of MX_comments" in r.rejected[bad_value[0]["id"]] and "U+0000" in r.rejected[bad_value[0]["id"]]
+        assert "parameter name" in r.rejected["bad-name"] and "U+D800" in r.rejected["surrogate"]
+        assert sorted(r.stored) == sorted(e["id"] for e in good)
+        # a dataset already sent: its later record goes as an update, and a value no update can carry is refused too
+        later = envelopes(onto, raw_subject("d4"), {"mmcat_collection.comments": "x\x1by"}, run="r3")
+        assert "value of MX_comments" in sink.put(later).rejected[later[0]["id"]]
+        sample_value = envelopes(onto, raw_subject("d4"), {"mmcat_sample.protein_acronym": "LY\x00S"}, run="r4")
+        assert "SampleProtein_acronym" in sink.put(sample_value).rejected[sample_value[0]["id"]]
+        deadline = time.monotonic() + 3
+        while len(rec.sent()) < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        sent = rec.sent()
+        assert rec.bad == [] and [parsed(f.body)[0]["name"] for f in sent] == ["d4"]
+        _well_formed(sent)
+        assert parsed(sent[0].body)[1]["MX_comments"] == "fine"
+    finally:
+        sink.close()
+        rec.close()
+    for option in ("machine", "location_template", "processed_location_template"):
+        with pytest.raises(ConfigError, match=option):
+            IcatPlusSink("x", brokers=["127.0.0.1:1"], state_path=":memory:", **{option: "/data/\x01{dataset}"})
+
+
+def test_a_poison_subject_does_not_block_or_truncate_the_batch(make_sink, consume, onto, tmp_path):
+    """Through the outbox and RabbitMQ: records naming a subject with NUL or control characters go DEAD with
+    the field in the reason; the other datasets of the same batch are delivered, whole, in one cycle."""
+    vals = {"diffrn_radiation_wavelength.wavelength": 0.98, "mmcat_collection.exposure_time": 0.01}
+    bad = envelopes(onto, raw_subject("p0", sample="bad\x00x"), vals) + envelopes(onto, raw_subject("p\x011"), vals)
+    good = [e for i in range(2, 5) for e in envelopes(onto, raw_subject(f"p{i}"), vals)]
+    box = Outbox(tmp_path / "o.sqlite")
+    box.put(bad + good, ["icatplus"])
+    d = Deliverer(box, {"icatplus": make_sink()}, backoff=Backoff(initial=0.01, maximum=0.01, jitter=0.0))
+    s = d.drain(timeout=10)
+    assert (s.delivered, s.retried, box.pending("icatplus")) == (len(good), 0, 0), s.errors
+    dead = {row[1]: row[3] for row in box.dead_letters("icatplus")}
+    assert set(dead) == {e["id"] for e in bad}
+    assert all(("subject sample" in why and "U+0000" in why) or ("subject dataset" in why and "U+0001" in why) for why in dead.values())
+    got = consume().settle(0.5)
+    assert sorted(parsed(m.body)[0]["name"] for m in got) == ["p2", "p3", "p4"]
+    for m in got:
+        ET.fromstring(m.body)
+    box.close()
+
+
+def test_a_created_that_is_not_iso_8601_does_not_block_the_batch(make_sink, consume, onto, tmp_path, caplog):
+    """provenance.created is free text to the outbox: dates fall back to the other records, then to the delivery
+    time (pyicat-plus's default for a dataset without dates), logged once; every dataset is delivered in one cycle."""
+    vals = {"diffrn_radiation_wavelength.wavelength": 0.98}
+    envs = envelopes(onto, raw_subject("t0"), vals, run="t0", created="21/11/2026 09:00")  # no usable date at all
+    envs += envelopes(onto, raw_subject("t1"), vals, run="t1", created="yesterday")  # one usable date among its records
+    envs += envelopes(onto, raw_subject("t1"), {"mmcat_collection.exposure_time": 0.01}, run="t1b", created="2026-11-21T09:30:00Z")
+    envs += [e for i in range(2, 5) for e in envelopes(onto, raw_subject(f"t{i}"), vals, run=f"t{i}", created="2026-11-21T09:00:00+00:00")]
+    box = Outbox(tmp_path / "o.sqlite")
+    box.put(envs, ["icatplus"])
+    d = Deliverer(box, {"icatplus": make_sink()}, backoff=Backoff(initial=0.01, maximum=0.01, jitter=0.0))
+    caplog.set_level(logging.WARNING, logger="mxcat.sinks.icatplus")
+    t0 = datetime.now(UTC).replace(microsecond=0)
+    s = d.drain(timeout=10)
+    t1 = datetime.now(UTC)
+    assert (s.delivered, s.retried, box.pending("icatplus")) == (len(envs), 0, 0), s.errors
+    dates = {parsed(m.body)[0]["name"]: (parsed(m.body)[1]["startDate"], parsed(m.body)[1]["endDate"]) for m in consume().wait(5)}
+    assert sorted(dates) == ["t0", "t1", "t2", "t3", "t4"]
+    start, end = (datetime.fromisoformat(v.replace("Z", "+00:00")) for v in dates["t0"])
+    assert t0 <= start == end <= t1  # the delivery time
+    assert dates["t1"] == ("2026-11-21T09:30:00Z", "2026-11-21T09:30:00Z")
+    assert dates["t2"] == ("2026-11-21T09:00:00Z", "2026-11-21T09:00:00Z")
+    warned = [r for r in caplog.records if "provenance.created" in r.getMessage()]
+    assert len(warned) == 1 and "21/11/2026 09:00" in warned[0].getMessage()
+    box.close()
 
 # -- configuration, failover, credentials -----------------------------------------------------------------
 
