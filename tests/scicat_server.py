@@ -15,18 +15,26 @@ whitelists per version and type (raw: ``principalInvestigator``/``principalInves
 NestJS payload ``{"statusCode", "message": [...], "error"}`` (or, with ``v3_errors="loopback"``, the
 loopback ``{"error": {"statusCode": 422, "name", "message"}}`` on v3 routes), 401 without a valid
 token, 403 when ``ownerGroup`` is not one of the caller's groups, 409 on a duplicate pid, 413 for a
-body over ``max_body`` (16 MB), v4 ``PATCH`` as RFC 7386 merge patch with
+body over ``max_body`` (16 MB), the client-chosen pid rule (only members of ``pid_groups``, the
+backend's ``ADMIN_GROUPS`` and ``CREATE_DATASET_WITH_PID_GROUPS``, may choose a pid; ``None``: every
+caller may): others get, with ``pid_refusal="forbid"``, the 403 of current backends (v3 "Unauthorized
+to create datasets with explicit PID", v4 "Unauthorized access") or, with ``pid_refusal="drop"``, the
+``delete dataset.pid`` branch: 201 with a generated pid, the chosen one silently dropped (also what a
+backend that rewrites every pid looks like to a client), ``apis`` (the API versions served: a
+v3-only backend answers NestJS's routing 404 ``Cannot POST /api/v4/datasets``), unknown routes as
+that same routing 404, v4 ``PATCH`` as RFC 7386 merge patch with
 ``application/merge-patch+json`` (with v4's check that an entry holding value and unit is updated
 with both) and as a top-level set otherwise, v3 ``PATCH`` as a top-level set (``scientificMetadata``
 replaced whole). ``scientificMetadata`` field names with ``.`` or a leading ``$`` are refused (400),
-as a MongoDB before 5.0 cannot store them; keys in ``forbidden_keys`` are refused (400) to stand in
+as a MongoDB before 5.0 cannot store them, and so are names with a NUL, which no MongoDB stores; keys in ``forbidden_keys`` are refused (400) to stand in
 for a failed ``scientificMetadataSchema`` validation. Units of ``{value: number, unit}`` entries are
 checked against a small emulation of mathjs (SciCat's ``convertToSI``: SI symbols and American long
 names with prefixes, products, quotients, integer powers; no plurals, no British spellings); units
 it cannot read are listed in ``unit_failures`` (SciCat logs them and stores the value unconverted).
 Every request is counted in ``counts`` (by method and route), ``total``, ``statuses`` and ``log``;
-:meth:`fail_next` makes the next requests answer a given status (503, 429...), :meth:`stop_after`
-kills the server in the middle of a batch.
+:meth:`fail_next` makes the next requests answer a given status (503, 429...; with ``page`` an HTML
+page instead of SciCat's JSON, as a reverse proxy or web server answers), :meth:`stop_after` kills
+the server in the middle of a batch.
 
 Does not cover: samples, proposals, origdatablocks, attachments, jobs, queries and filters, the
 Elasticsearch path, valueSI/unitSI computation, server-side key encoding, history, public access,
@@ -120,10 +128,11 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 
 class _HttpError(Exception):
-    def __init__(self, status: int, message: str | list[str]) -> None:
+    def __init__(self, status: int, message: str | list[str], page: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.page = page
 
 
 class SciCatServer:
@@ -131,13 +140,19 @@ class SciCatServer:
 
     def __init__(self, *, users: Mapping[str, tuple[str, Iterable[str]]] | None = None,
                  functional_tokens: Mapping[str, Iterable[str]] | None = None, token_ttl: float = 3600.0, max_body: int = BODY_LIMIT,
-                 forbidden_keys: Iterable[str] = (), v3_errors: str = "nest", port: int = 0) -> None:
+                 forbidden_keys: Iterable[str] = (), v3_errors: str = "nest", pid_groups: Iterable[str] | None = None,
+                 pid_refusal: str = "forbid", apis: Iterable[str] = ("v3", "v4"), port: int = 0) -> None:
+        if pid_refusal not in ("forbid", "drop"):
+            raise ValueError(f"pid_refusal must be 'forbid' or 'drop', not {pid_refusal!r}")
         self.users = {u: (pw, set(g)) for u, (pw, g) in (users or {"ingestor": ("ingestor-pw", ["mx"])}).items()}
         self.functional = {t: set(g) for t, g in (functional_tokens or {}).items()}
         self.token_ttl = token_ttl
         self.max_body = max_body
         self.forbidden_keys = set(forbidden_keys)
         self.v3_errors = v3_errors
+        self.pid_groups = None if pid_groups is None else set(pid_groups)
+        self.pid_refusal = pid_refusal
+        self.apis = {a.lower() for a in apis}
         self.port = port
         self.datasets: dict[str, dict[str, Any]] = {}
         self.tokens: dict[str, tuple[str, float]] = {}  # token -> (username, expiry)
@@ -147,7 +162,7 @@ class SciCatServer:
         """(method, path, content type, body bytes, status) of every request."""
         self.unit_failures: list[tuple[str, str, str]] = []
         self.lock = threading.RLock()
-        self._fail: list[tuple[int, str]] = []
+        self._fail: list[tuple[int, str, str | None]] = []
         self._crash_in: int | None = None
         self._stopper: threading.Thread | None = None
         self._httpd: ThreadingHTTPServer | None = None
@@ -233,9 +248,10 @@ class SciCatServer:
         with self.lock:
             self.tokens = {t: (u, 0.0) for t, (u, _) in self.tokens.items()}
 
-    def fail_next(self, status: int, times: int = 1, message: str = "try again later") -> None:
+    def fail_next(self, status: int, times: int = 1, message: str = "try again later", *, page: str | None = None) -> None:
+        """The next *times* requests to a known route answer *status*: SciCat's JSON error, or the HTML *page* if given."""
         with self.lock:
-            self._fail += [(status, message)] * times
+            self._fail += [(status, message, page)] * times
 
     def stop_after(self, n: int) -> None:
         """Answer *n* more requests, then die: the next one gets its connection closed and the server stops."""
@@ -266,11 +282,11 @@ class SciCatServer:
         with self.lock:
             self.counts[f"{method} {route}"] += 1
             if self._fail and route != "other":
-                status, msg = self._fail.pop(0)
-                raise _HttpError(status, msg)
+                status, msg, page = self._fail.pop(0)
+                raise _HttpError(status, msg, page)
         if route == "login" and method == "POST":
             return self._login(_json(body))
-        if route == "other" or (route == "whoami" and method != "GET"):
+        if route == "other" or (route == "whoami" and method != "GET") or (m and m.group(1).lower() not in self.apis):
             raise _HttpError(404, f"Cannot {method} {path}")
         user, groups = self._auth(headers)
         if route == "whoami":
@@ -327,9 +343,13 @@ class SciCatServer:
         errors += _check_fields(doc) + self.key_errors(doc.get("scientificMetadata"))
         if errors:
             raise _HttpError(400, errors)
+        stored = dict(doc)
+        if stored.get("pid") and self.pid_groups is not None and not groups & self.pid_groups:
+            if self.pid_refusal == "forbid":
+                raise _HttpError(403, "Unauthorized to create datasets with explicit PID" if api == "v3" else "Unauthorized access")
+            del stored["pid"]
         if doc["ownerGroup"] not in groups:
             raise _HttpError(403, "Unauthorized access")
-        stored = dict(doc)
         stored.setdefault("pid", f"20.500.12269/{secrets.token_hex(8)}")
         with self.lock:
             if stored["pid"] in self.datasets:
@@ -377,8 +397,8 @@ class SciCatServer:
         out = []
         if isinstance(sm, dict):
             for k, v in sm.items():
-                if "." in k or k.startswith("$"):
-                    out.append(f"{path} field name {k!r} is not storable in MongoDB (no '.' or leading '$')")
+                if "." in k or k.startswith("$") or "\x00" in k:
+                    out.append(f"{path} field name {k!r} is not storable in MongoDB (no '.', NUL or leading '$')")
                 if path == "scientificMetadata" and k in self.forbidden_keys:
                     out.append("The scientific metadata do not conform to the given schema.")
                 out += self.key_errors(v, f"{path}.{k}") if isinstance(v, dict) else []
@@ -449,6 +469,7 @@ def _handler(server: SciCatServer) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 return
             v3 = self.path.lower().startswith("/api/v3/datasets")
+            page: str | None = None
             try:
                 if length > server.max_body:
                     remaining = length
@@ -464,19 +485,22 @@ def _handler(server: SciCatServer) -> type[BaseHTTPRequestHandler]:
                 status, doc = server.handle(method, self.path, {k: v for k, v in self.headers.items()}, body)
             except _HttpError as err:
                 status = err.status
-                if v3 and server.v3_errors == "loopback":
+                page = err.page
+                if page is not None:
+                    doc = None
+                elif v3 and server.v3_errors == "loopback":
                     if status == 400:
                         status = 422
                     msg = "; ".join(err.message) if isinstance(err.message, list) else err.message
                     doc = {"error": {"statusCode": status, "name": "ValidationError" if status == 422 else "Error", "message": msg}}
                 else:
                     doc = {"statusCode": status, "message": err.message, "error": REASONS.get(status, "Error")}
-            data = json.dumps(doc).encode()
+            data = page.encode() if page is not None else json.dumps(doc).encode()
             with server.lock:
                 server.statuses[status] += 1
                 server.log.append((method, urlsplit(self.path).path, self.headers.get("Content-Type", ""), length, status))
             self.send_response(status)
-            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Type", "text/html; charset=utf-8" if page is not None else "application/json; charset=utf-8")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)

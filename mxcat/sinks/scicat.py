@@ -4,41 +4,36 @@ Protocol, from the SciCat backend (SciCatProject/scicat-backend-next: auth contr
 ``datasets.v4.controller``) and its clients (pyscicat, scicat-ingestor): ``POST /api/v3/auth/login``
 ``{username, password}`` answers ``{access_token, expires_in, ...}`` for both API versions (the auth
 controller is not versioned); requests carry ``Authorization: Bearer``. Datasets are created one per
-``POST`` (``/api/v3/Datasets`` with the v3 fields ``principalInvestigator``, ``proposalId``,
-``sampleId``, ``investigator``; ``/api/v4/datasets`` with ``principalInvestigators``, ``proposalIds``,
-``sampleIds``); a client-chosen ``pid`` that exists answers 409. A v4 ``PATCH`` with
-``application/merge-patch+json`` merges (RFC 7386); a plain JSON ``PATCH`` (all of v3) replaces
-``scientificMetadata`` whole, so v3 updates read, merge and write back. The body limit is 16 MB.
+``POST`` (``/api/v3/Datasets`` or ``/api/v4/datasets``) with a pid chosen here, which only accounts
+in the backend's ``CREATE_DATASET_WITH_PID_GROUPS`` or ``ADMIN_GROUPS`` may do; a pid that exists
+answers 409. A v4 ``PATCH`` with ``application/merge-patch+json`` merges (RFC 7386); a plain JSON
+``PATCH`` (all of v3) replaces ``scientificMetadata`` whole, so v3 updates read, merge and write
+back. The body limit is 16 MB. What is written (datasets, pids, keys, units) is built by
+:mod:`mxcat.sinks.scicat_model`; records above dataset level are acknowledged without a request.
 
-Choices: one dataset per mxcat ``dataset`` subject (type ``raw``) and per ``processing`` subject
-(``derived``, ``inputDatasets`` = the parent dataset and ``subject.inputs``, ``usedSoftware`` from
-provenance), pid ``{pid_prefix}/{uuid5(subject id)}``. Each record becomes ``{value, unit}`` (plus
-``human_name`` with ``names: human``) with the unit spelled as SciCat's mathjs converter reads it
-(the ``scicat`` column of the ``_mmcat_unit`` crosswalk, ``""`` when dimensionless). Keys are the
-flat mmCAT keys percent-encoded (``.`` -> ``%2E``, ``%`` -> ``%25``, leading ``$`` -> ``%24``):
-MongoDB cannot query field names with dots and older servers cannot store them, and current
-SciCat stores dotted keys in this same encoding. Image-range records go to their dataset under
-``image_range.<name>.<key>``; records above dataset level (beamline, proposal, session, sample)
-are acknowledged without a request (they stay in the embedded catalogue); tables up to
-``max_table_bytes`` become one entry ``{value: {columns, rows}, unit: ""}`` named by the category,
-larger ones and values that cannot fit one request are refused with the reason. A refused login or
-token (401, even after one re-login) keeps records waiting in the outbox; 400/403/413/422 refuse,
-narrowed down to the culprit records; 5xx, 429, time-outs and connection errors are retried. A v3
-read-modify-write is not atomic: two writers updating the same dataset at once can lose keys (v4
-merge patches cannot), so run one deliverer per SciCat v3 sink.
+Errors, through the table :data:`STATUS_ERRORS` and a few answers read more closely. Records wait in
+the outbox (``SinkUnavailable``) on 5xx, 429, time-outs, connection errors, a refused login or token
+(401, even after one re-login), and on configuration problems, which :meth:`SciCatSink.health`
+reports: a 404 that is not SciCat's "dataset not found" (any 404 to the create route, a routing
+404 ``Cannot POST ...``, a 404 page that is not SciCat's JSON: a wrong url, a missing reverse-proxy
+prefix, api v4 on a backend that serves only v3), a 403 to a create (the account may not create
+datasets of ``owner_group`` or may not choose pids), a 403 to the update of every dataset of a
+batch, and a create answered with another pid than the chosen one (a backend that drops or
+rewrites client pids). After that last one the sink creates no dataset until it is restarted, as
+every create would leave one more stray copy; it logs the stray pid once, keeps updating datasets
+that exist, and ``health()`` names the stray. Records of other datasets of the batch are stored.
+400/413/422 refuse (dead-letter), narrowed down to the culprit records; a 403 to the update of one
+dataset refuses that dataset's records. A v3 read-modify-write is not atomic: two writers updating
+the same dataset at once can lose keys (v4 merge patches cannot), so run one deliverer per SciCat v3
+sink.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import posixpath
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -47,13 +42,27 @@ from pydantic import BaseModel, ConfigDict, Field
 from mxcat.errors import ConfigError, SinkError, SinkRejected, SinkUnavailable, ValidationError
 from mxcat.records import Subject
 from mxcat.sinks import Envelope, Health, Receipt
+from mxcat.sinks.scicat_model import (
+    BODY_LIMIT,
+    DEFAULT_MAX_BODY,
+    PID_NAMESPACE,
+    Documents,
+    Item,
+    Refused,
+    Target,
+    dataset_pid,
+    decode_key,
+    dumps,
+    encode_key,
+    fit,
+    pack,
+)
+
+__all__ = ["BODY_LIMIT", "DEFAULT_MAX_BODY", "MERGE_PATCH", "PID_NAMESPACE", "STATUS_ERRORS", "SciCatOptions", "SciCatSink",
+           "dataset_pid", "decode_key", "encode_key", "error_class"]
 
 log = logging.getLogger(__name__)
 
-BODY_LIMIT = 16 * 1024 * 1024
-"""The SciCat backend's JSON body limit (``json({limit: "16mb"})``)."""
-DEFAULT_MAX_BODY = BODY_LIMIT - 256 * 1024
-PID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://mxcat.invalid/sinks/scicat/dataset")
 MERGE_PATCH = "application/merge-patch+json"
 KNOWN_PIDS = 200_000
 """How many dataset pids known to exist are remembered (to skip the create-then-409 round trip)."""
@@ -61,8 +70,8 @@ KNOWN_PIDS = 200_000
 STATUS_ERRORS: dict[int, type[SinkError]] = {
     400: SinkRejected,  # validation (NestJS class-validator, schema check)
     401: SinkUnavailable,  # credentials refused even after a re-login: fix the secret, records wait
-    403: SinkRejected,  # not allowed for this owner group / pid
-    404: SinkRejected,
+    403: SinkRejected,  # an update of a dataset of another owner group; a 403 to a create waits (see SciCatSink._call)
+    404: SinkUnavailable,  # no such route: a wrong url or api; a missing dataset is handled where it can happen
     408: SinkUnavailable,
     409: SinkRejected,
     413: SinkRejected,  # body too large: isolated down to the record
@@ -78,25 +87,12 @@ def error_class(status: int) -> type[SinkError]:
     return STATUS_ERRORS.get(status) or (SinkUnavailable if status >= 500 else SinkRejected)
 
 
-def encode_key(key: str) -> str:
-    """A scientificMetadata field name for a flat mmCAT key: ``reflns.d_resolution_high`` -> ``reflns%2Ed_resolution_high``."""
-    out = key.replace("%", "%25").replace(".", "%2E")
-    return "%24" + out[1:] if out.startswith("$") else out
+class _Misconfigured(SinkUnavailable):
+    """SciCat's answer shows a configuration problem (url, api, permissions): records wait, health() says what to fix."""
 
 
-def decode_key(name: str) -> str:
-    """The flat key behind a field name written by :func:`encode_key` (or by SciCat's own encoding)."""
-    return name.replace("%2E", ".").replace("%2e", ".").replace("%24", "$").replace("%25", "%")
-
-
-def dataset_pid(subject: Subject | str, prefix: str = "mxcat") -> str:
-    """The deterministic pid of the SciCat dataset of a subject (or subject id)."""
-    sid = subject.id if isinstance(subject, Subject) else subject
-    return f"{prefix}/{uuid.uuid5(PID_NAMESPACE, sid)}"
-
-
-def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+class _Forbidden(SinkRejected):
+    """A 403 to the update of a dataset: it belongs to an owner group the account is not in."""
 
 
 class SciCatOptions(BaseModel):
@@ -121,27 +117,6 @@ class SciCatOptions(BaseModel):
     max_body: int = Field(DEFAULT_MAX_BODY, ge=64 * 1024, le=BODY_LIMIT)
     max_table_bytes: int = Field(2 * 1024 * 1024, ge=0)
     login_path: str = "/api/v3/auth/login"
-
-
-@dataclass(slots=True)
-class _Item:
-    """One scientificMetadata entry and the envelopes it carries (same key: the last one wins)."""
-
-    key: str
-    entry: dict[str, Any]
-    ids: list[str]
-    size: int
-
-
-@dataclass(slots=True)
-class _Target:
-    """One SciCat dataset and what a batch writes into it."""
-
-    subject: Subject
-    derived: bool
-    pid: str
-    items: dict[str, _Item] = field(default_factory=dict)
-    provenance: list[Mapping[str, Any]] = field(default_factory=list)
 
 
 class SciCatSink:
@@ -176,17 +151,13 @@ class SciCatSink:
         self._password = password
         self._given_token = token
         self.owner_group = owner_group
-        self.access_groups = list(access_groups)
-        self.contact_email = contact_email
-        self.owner = owner
-        self.principal_investigator = principal_investigator
         self.pid_prefix = pid_prefix
-        self.names = names
-        self.schema_url = schema_url
+        self.docs = Documents(api=api, owner_group=owner_group, access_groups=access_groups, contact_email=contact_email, owner=owner,
+                              principal_investigator=principal_investigator, pid_prefix=pid_prefix, names=names, schema_url=schema_url,
+                              max_table_bytes=max_table_bytes)
         self.verify = verify
         self.timeout = timeout
         self.max_body = max_body
-        self.max_table_bytes = max_table_bytes
         self.login_path = "/" + login_path.lstrip("/")
         self.collection = "/api/v3/Datasets" if api == "v3" else "/api/v4/datasets"
         self._requests = requests
@@ -195,8 +166,14 @@ class SciCatSink:
         self._token_at = time.monotonic()
         self._expires_at: float | None = None
         self._known: OrderedDict[str, None] = OrderedDict()
-        self._onto: Any = None
         self._said_above = False
+        self._problem: str | None = None
+        """The configuration problem SciCat's answers showed last, until a dataset is written again."""
+        self._said: set[str] = set()
+        self._pids_ignored: str | None = None
+        """Set when SciCat stored a dataset under another pid than ours: no more creates (each would be a stray)."""
+        self.strays: dict[str, str] = {}
+        """Pids chosen by this sink -> pids SciCat gave the datasets instead (to delete once the account is fixed)."""
         self.requests = 0
         """HTTP requests sent (logins included), for benchmarks."""
         self.logins = 0
@@ -205,7 +182,7 @@ class SciCatSink:
 
     def put(self, envelopes: Sequence[Envelope]) -> Receipt:
         receipt = Receipt()
-        targets: dict[str, _Target] = {}
+        targets: dict[str, Target] = {}
         patch_budget = self.max_body - len(b'{"scientificMetadata":}')
         places: dict[str, tuple[Subject, str] | None | str] = {}
         for env in envelopes:
@@ -213,7 +190,7 @@ class SciCatSink:
             placed = places.get(env["subject_id"], "")
             if placed == "":
                 try:
-                    placed = places[env["subject_id"]] = self._place(env)
+                    placed = places[env["subject_id"]] = self.docs.place(env)
                 except ValidationError as err:
                     placed = places[env["subject_id"]] = f"invalid subject: {err}"
             if isinstance(placed, str):
@@ -228,12 +205,12 @@ class SciCatSink:
                 continue
             subject, prefix = placed
             try:
-                key, entry = self._entry(env, prefix)
-                size = len(_dumps(key)) + 1 + len(_dumps(entry))
+                key, entry = self.docs.entry(env, prefix)
+                size = len(dumps(key)) + 1 + len(dumps(entry))
             except (ValueError, TypeError) as err:  # NaN, infinities, values JSON cannot carry
                 receipt.rejected[eid] = f"value cannot be sent as JSON: {err}"
                 continue
-            except _Refused as err:
+            except Refused as err:
                 receipt.rejected[eid] = str(err)
                 continue
             if size + 2 > patch_budget:
@@ -241,178 +218,76 @@ class SciCatSink:
                 continue
             t = targets.get(subject.id)
             if t is None:
-                t = targets[subject.id] = _Target(subject, subject.kind == "processing", dataset_pid(subject, self.pid_prefix))
+                t = targets[subject.id] = self.docs.target(subject)
             t.provenance.append(env.get("provenance") or {})
             old = t.items.get(key)
-            t.items[key] = _Item(key, entry, ([*old.ids] if old else []) + [eid], size)
+            t.items[key] = Item(key, entry, ([*old.ids] if old else []) + [eid], size)
+        written = 0
+        waiting: list[str] = []
+        forbidden: list[str] = []
         for t in targets.values():
-            self._deliver(t, receipt)
-        return receipt
+            stop = self._deliver(t, receipt)
+            if stop is None:
+                written += 1
+            elif isinstance(stop, _Forbidden):
+                forbidden.append(stop.reason)
+            else:
+                waiting.append(stop.reason)
+        if not written and forbidden and not waiting:  # the account, not one dataset: every update refused
+            raise self._misconfigured("forbidden", f"{forbidden[0]}; SciCat refused to update every dataset of the batch: is the "
+                                      f"account {self._who()} in owner group {self.owner_group!r}? Records wait in the outbox")
+        if not written and waiting:
+            raise SinkUnavailable(waiting[0], sink=self.name)
+        if written and not waiting and self._problem is not None:
+            self._problem = None
+            self._said.clear()
+        return receipt  # the records of datasets that wait are in neither list: the outbox keeps them
 
     def health(self) -> Health:
+        if self._pids_ignored is not None:
+            return Health(False, self._pids_ignored)
+        probe = quote(dataset_pid("mxcat health probe", self.pid_prefix), safe="")
         try:
             _, who = self._call("GET", "/api/v3/auth/whoami", what="whoami")
+            self._call("GET", f"{self.collection}/{probe}", allow=(404,), what="read a dataset")  # a wrong url or api shows here
         except SinkError as err:
             return Health(False, err.reason)
+        if self._problem is not None:
+            return Health(False, self._problem)
         user = who.get("username") if isinstance(who, dict) else None
         return Health(True, f"SciCat {self.api} at {self.url}" + (f", authenticated as {user}" if user else ""))
 
     def close(self) -> None:
         self._session.close()
 
-    # -- envelopes to entries ------------------------------------------------------------------------
-
-    def _place(self, env: Envelope) -> tuple[Subject, str] | None:
-        """The dataset or processing subject an envelope goes to, and the key prefix; None above dataset level."""
-        s = Subject.from_dict(env["subject"])
-        if s.kind in ("dataset", "processing"):
-            return s, ""
-        if s.kind == "image_range":
-            base = s.at("processing") if s.processing is not None else s.at("dataset")
-            if base is not None:
-                return base, f"image_range.{s.image_range}."
-        return None
-
-    def _entry(self, env: Envelope, prefix: str) -> tuple[str, dict[str, Any]]:
-        if env["type"] == "record":
-            entry: dict[str, Any] = {"value": env["value"], "unit": self._unit(env.get("unit"))}
-            if self.names == "human":
-                label = self._label(env["key"])
-                if label:
-                    entry["human_name"] = label
-            return encode_key(prefix + env["key"]), entry
-        if env["type"] == "table":
-            value = {"columns": list(env["columns"]), "rows": list(env["rows"])}
-            n = len(_dumps(value))
-            if n > self.max_table_bytes:
-                raise _Refused(f"table {env['category']} of {n} bytes exceeds max_table_bytes ({self.max_table_bytes}); "
-                               "it stays in the embedded catalogue")
-            return encode_key(prefix + env["category"]), {"value": value, "unit": ""}
-        raise _Refused(f"unknown envelope type {env['type']!r}")
-
-    def _ontology(self) -> Any:
-        if self._onto is None:
-            from mxcat.ontology import load
-
-            self._onto = load()
-        return self._onto
-
-    def _unit(self, code: str | None) -> str:
-        if not code:
-            return ""
-        return self._ontology().units.spelling(code, "scicat") or ""
-
-    def _label(self, key: str) -> str | None:
-        from mxcat.errors import UnknownKeyError
-
-        try:
-            item, _ = self._ontology().lookup(key)
-        except UnknownKeyError:
-            return None
-        return item.label or None
-
-    # -- dataset documents -----------------------------------------------------------------------------
-
-    def _create_body(self, t: _Target, items: Sequence[_Item]) -> dict[str, Any]:
-        s = t.subject
-        owner = self.owner or s.proposal or s.beamline or s.facility or "mxcat"
-        pi = self.principal_investigator or owner
-        body: dict[str, Any] = {
-            "pid": t.pid,
-            "type": "derived" if t.derived else "raw",
-            "owner": owner,
-            "ownerGroup": self.owner_group,
-            "accessGroups": self.access_groups,
-            "contactEmail": self.contact_email,
-            "sourceFolder": self._source_folder(t),
-            "creationTime": self._creation_time(t),
-            "datasetName": (f"{s.dataset} {s.processing}" if s.dataset else str(s.processing)) if t.derived else str(s.dataset),
-            "description": f"mxcat {s.kind} {s.path}",
-        }
-        if self.schema_url:
-            body["scientificMetadataSchema"] = self.schema_url
-        v3 = self.api == "v3"
-        if t.derived:
-            if v3:
-                body["investigator"] = pi
-            else:
-                body["principalInvestigators"] = [pi]
-            body["inputDatasets"] = self._inputs(s)
-            body["usedSoftware"] = self._software(t)
-        else:
-            if v3:
-                body["principalInvestigator"] = pi
-            else:
-                body["principalInvestigators"] = [pi]
-            body["creationLocation"] = "/" + "/".join(x for x in (s.facility, s.beamline) if x)
-        if s.proposal:
-            body["proposalId" if v3 else "proposalIds"] = s.proposal if v3 else [s.proposal]
-        if s.sample and not (v3 and t.derived):  # the v3 derived model has no sampleId
-            body["sampleId" if v3 else "sampleIds"] = s.sample if v3 else [s.sample]
-        body["scientificMetadata"] = {it.key: it.entry for it in items}
-        return body
-
-    def _inputs(self, s: Subject) -> list[str]:
-        ids: list[str] = []
-        parent = s.at("dataset")
-        if parent is not None:
-            ids.append(parent.id)
-        for ref in s.inputs:
-            ids.append(Subject.parse(ref).id if "=" in ref else ref)
-        return list(dict.fromkeys(dataset_pid(i, self.pid_prefix) for i in ids))
-
-    @staticmethod
-    def _software(t: _Target) -> list[str]:
-        names = []
-        for p in t.provenance:
-            if p.get("program"):
-                names.append(f"{p['program']} {p.get('version') or ''}".strip())
-            elif p.get("adapter"):
-                names.append(f"mxcat adapter {p['adapter']}")
-        return list(dict.fromkeys(names))
-
-    @staticmethod
-    def _source_folder(t: _Target) -> str:
-        for p in t.provenance:
-            src = p.get("source")
-            if isinstance(src, str) and src.startswith("/"):
-                return posixpath.dirname(src.rstrip("/")) or "/"
-        s = t.subject
-        return "/" + "/".join(str(getattr(s, lv)) for lv in ("facility", "beamline", "proposal", "session", "sample", "dataset", "processing")
-                              if getattr(s, lv) is not None)
-
-    @staticmethod
-    def _creation_time(t: _Target) -> str:
-        times = []
-        for p in t.provenance:
-            try:
-                d = datetime.fromisoformat(str(p.get("created", "")).replace("Z", "+00:00"))
-            except ValueError:
-                continue
-            times.append(d if d.tzinfo else d.replace(tzinfo=UTC))
-        when = min(times) if times else datetime.now(UTC)
-        return when.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
     # -- writing ------------------------------------------------------------------------------------
 
-    def _deliver(self, t: _Target, receipt: Receipt) -> None:
+    def _deliver(self, t: Target, receipt: Receipt) -> SinkError | None:
+        """Write one dataset's entries into the receipt; the configuration problem or 403 that stopped it, if any."""
         items = list(t.items.values())
         try:
-            over = self._write(t, items)
-        except SinkRejected as err:
-            self._isolate(t, items, err.reason, receipt, top=True)
-            return
+            try:
+                over = self._write(t, items)
+            except _Forbidden as err:  # a 403 concerns the whole dataset: no halving
+                receipt.rejected.update(dict.fromkeys(t.ids(), err.reason))
+                return err
+            except SinkRejected as err:
+                self._isolate(t, items, err.reason, receipt, top=True)
+                return None
+        except _Misconfigured as err:
+            return err
         self._settle(items, over, receipt)
+        return None
 
     @staticmethod
-    def _settle(items: Sequence[_Item], over: Mapping[str, str], receipt: Receipt) -> None:
+    def _settle(items: Sequence[Item], over: Mapping[str, str], receipt: Receipt) -> None:
         for it in items:
             if it.key in over:
                 receipt.rejected.update(dict.fromkeys(it.ids, over[it.key]))
             else:
                 receipt.stored.extend(it.ids)
 
-    def _isolate(self, t: _Target, items: list[_Item], reason: str, receipt: Receipt, *, top: bool) -> None:
+    def _isolate(self, t: Target, items: list[Item], reason: str, receipt: Receipt, *, top: bool) -> None:
         """A write of several entries was refused: find the refused ones by halving (the others are stored)."""
         if len(items) == 1:
             receipt.rejected.update(dict.fromkeys(items[0].ids, reason))
@@ -433,70 +308,81 @@ class SciCatSink:
                 continue
             self._settle(part, over, receipt)
 
-    def _write(self, t: _Target, items: list[_Item]) -> dict[str, str]:
+    def _write(self, t: Target, items: list[Item]) -> dict[str, str]:
         """Store entries in the dataset (creating it if needed); returns the keys refused for size."""
         return self._write_v3(t, items) if self.api == "v3" else self._write_v4(t, items)
 
-    def _ensure(self, t: _Target) -> None:
-        if t.pid in self._known:
-            return
-        self._call("POST", self.collection, _dumps(self._create_body(t, ())), allow=(409,), what=f"create {t.pid}")
+    def _may_create(self, t: Target) -> bool:
+        return t.pid not in self._known and self._pids_ignored is None
+
+    def _ensure(self, t: Target) -> None:
+        if self._may_create(t):
+            self._create(t, ())
+
+    def _create(self, t: Target, items: Sequence[Item]) -> bool:
+        """POST the dataset of *t* with *items*: True if created, False if it existed (409)."""
+        status, doc = self._call("POST", self.collection, dumps(self.docs.create_body(t, items)), allow=(409,), what=f"create {t.pid}")
+        got = doc.get("pid") if status != 409 and isinstance(doc, dict) else None
+        if isinstance(got, str) and got != t.pid:
+            raise self._pid_ignored(t, got)
         self._remember(t.pid)
+        return status != 409
 
-    def _create_budget(self, t: _Target) -> int:
-        return self.max_body - len(_dumps(self._create_body(t, ()))) + 2
+    def _create_budget(self, t: Target) -> int:
+        return self.max_body - len(dumps(self.docs.create_body(t, ()))) + 2
 
-    def _write_v4(self, t: _Target, items: list[_Item], again: bool = True) -> dict[str, str]:
+    def _missing(self, t: Target, again: bool) -> None:
+        """The dataset of *t* is not there to update: create it again (once), or say why not."""
+        self._forget(t.pid)
+        if self._pids_ignored is not None:
+            raise _Misconfigured(self._pids_ignored, sink=self.name)
+        if not again:
+            raise SinkRejected(f"dataset {t.pid} was created but SciCat cannot find it to update it", sink=self.name)
+
+    def _write_v4(self, t: Target, items: list[Item], again: bool = True) -> dict[str, str]:
         rest = items
-        if t.pid not in self._known:
-            first, rest = _fit(items, self._create_budget(t))
-            status, _ = self._call("POST", self.collection, _dumps(self._create_body(t, first)), allow=(409,), what=f"create {t.pid}")
-            self._remember(t.pid)
-            if status == 409:  # it exists: everything goes in as a merge patch
+        if self._may_create(t):
+            first, rest = fit(items, self._create_budget(t))
+            if not self._create(t, first):  # it exists: everything goes in as a merge patch
                 rest = items
         path = f"{self.collection}/{quote(t.pid, safe='')}"
-        for chunk in _pack(rest, self.max_body - len(b'{"scientificMetadata":}')):
-            body = _dumps({"scientificMetadata": {it.key: it.entry for it in chunk}})
+        for chunk in pack(rest, self.max_body - len(b'{"scientificMetadata":}')):
+            body = dumps({"scientificMetadata": {it.key: it.entry for it in chunk}})
             status, _ = self._call("PATCH", path, body, content_type=MERGE_PATCH, allow=(404,), what=f"update {t.pid}")
             if status == 404:
-                self._forget(t.pid)
-                if not again:
-                    raise SinkRejected(f"dataset {t.pid} was created but SciCat cannot find it to update it", sink=self.name)
+                self._missing(t, again)
                 return self._write_v4(t, items, again=False)
+            self._remember(t.pid)
         return {}
 
-    def _write_v3(self, t: _Target, items: list[_Item], again: bool = True) -> dict[str, str]:
+    def _write_v3(self, t: Target, items: list[Item], again: bool = True) -> dict[str, str]:
         too_big = (f"the scientificMetadata of {t.pid} would exceed the {self.max_body}-byte request limit "
                    "(an API v3 PATCH replaces it whole)")
-        if t.pid not in self._known:
-            fit, over = _fit(items, self._create_budget(t))
-            status, _ = self._call("POST", self.collection, _dumps(self._create_body(t, fit)), allow=(409,), what=f"create {t.pid}")
-            self._remember(t.pid)
-            if status != 409:
+        if self._may_create(t):
+            kept, over = fit(items, self._create_budget(t))
+            if self._create(t, kept):
                 return dict.fromkeys((it.key for it in over), too_big)
         path = f"{self.collection}/{quote(t.pid, safe='')}"
         status, doc = self._call("GET", path, allow=(404,), what=f"read {t.pid}")
         if status == 404 or not isinstance(doc, dict):
-            self._forget(t.pid)
-            if not again:
-                raise SinkRejected(f"dataset {t.pid} was created but SciCat cannot find it to update it", sink=self.name)
+            self._missing(t, again)
             return self._write_v3(t, items, again=False)
+        self._remember(t.pid)
         old = doc.get("scientificMetadata")
         # a server that decodes field names on output gives dotted keys back: store them as we write them
         merged: dict[str, Any] = ({encode_key(k) if "." in k or k.startswith("$") else k: v for k, v in old.items()}
                                   if isinstance(old, dict) else {})
-        size = len(_dumps({"scientificMetadata": merged}))
-        budget = self.max_body
+        size = len(dumps({"scientificMetadata": merged}))
         refused: dict[str, str] = {}
         for it in items:
-            delta = it.size - (len(_dumps(it.key)) + 1 + len(_dumps(merged[it.key]))) if it.key in merged else it.size + 1
-            if size + delta > budget:
+            delta = it.size - (len(dumps(it.key)) + 1 + len(dumps(merged[it.key]))) if it.key in merged else it.size + 1
+            if size + delta > self.max_body:
                 refused[it.key] = too_big
                 continue
             merged[it.key] = it.entry
             size += delta
         if len(refused) < len(items):
-            self._call("PATCH", path, _dumps({"scientificMetadata": merged}), what=f"update {t.pid}")
+            self._call("PATCH", path, dumps({"scientificMetadata": merged}), what=f"update {t.pid}")
         return refused
 
     def _remember(self, pid: str) -> None:
@@ -507,6 +393,31 @@ class SciCatSink:
 
     def _forget(self, pid: str) -> None:
         self._known.pop(pid, None)
+
+    # -- configuration problems -----------------------------------------------------------------------
+
+    def _who(self) -> str:
+        return repr(self.username) if self.username else "of the token"
+
+    def _misconfigured(self, kind: str, reason: str) -> _Misconfigured:
+        """Remember a configuration problem for health(), log it once per kind, and return the error to raise."""
+        self._problem = reason
+        if kind not in self._said:
+            self._said.add(kind)
+            log.warning("sink %s: %s", self.name, reason)
+        return _Misconfigured(reason, sink=self.name)
+
+    def _pid_ignored(self, t: Target, got: str) -> _Misconfigured:
+        self.strays[t.pid] = got
+        reason = (f"SciCat did not keep the pid this sink chose: the dataset {t.pid} of {t.subject.path} was stored as {got}"
+                  + (" (the backend prefixes every pid with its own)" if got.endswith("/" + t.pid) else "")
+                  + f". The account {self._who()} may not choose pids: add it to CREATE_DATASET_WITH_PID_GROUPS (or ADMIN_GROUPS) "
+                  f"in the backend's configuration, delete the stray dataset {got}, and restart mxcat. Until then this sink creates "
+                  "no dataset (each would be one more stray) and the records of new datasets wait in the outbox")
+        if self._pids_ignored is None:
+            self._pids_ignored = reason
+            log.error("sink %s: %s", self.name, reason)  # once: no dataset is created after this
+        return _Misconfigured(reason, sink=self.name)
 
     # -- HTTP ---------------------------------------------------------------------------------------
 
@@ -532,9 +443,12 @@ class SciCatSink:
         return self._token or ""
 
     def _login(self) -> None:
-        body = _dumps({"username": self.username, "password": self._password})
+        body = dumps({"username": self.username, "password": self._password})
         resp = self._send("POST", self.login_path, body, {"Content-Type": "application/json", "Accept": "application/json"})
         if not 200 <= resp.status_code < 300:
+            if resp.status_code == 404:
+                raise self._misconfigured("route", f"SciCat at {self.url} has no login route {self.login_path} (404: {_message(resp)}); "
+                                                   "check the url (is a reverse-proxy prefix missing?) and login_path")
             if error_class(resp.status_code) is SinkUnavailable and resp.status_code != 401:
                 raise SinkUnavailable(f"SciCat login answered {resp.status_code}: {_message(resp)}", sink=self.name)
             raise SinkUnavailable(f"SciCat refused the login of {self.username!r} ({resp.status_code}); records wait in the "
@@ -576,16 +490,24 @@ class SciCatSink:
                 return status, resp.json() if resp.content else None
             except ValueError:
                 return status, None
+        create = method == "POST" and path == self.collection
+        if status == 404 and (create or _route_missing(resp)):  # no dataset to miss: the url or the api is wrong
+            raise self._misconfigured("route", f"SciCat at {self.url} has no route {method} {path} (404: {_message(resp)}); check the "
+                                               f"url (is a reverse-proxy prefix missing?) and api ({self.api}; backends before v4 serve "
+                                               "only /api/v3); records wait in the outbox")
         if status in allow:
             return status, None
         reason = f"SciCat answered {status} to {what or method}: {_message(resp)}"
         if status == 401:
             reason += " (token refused; check the credentials)"
+        if status == 403 and create:
+            raise self._misconfigured("create", f"{reason}. The account {self._who()} may not create datasets of owner group "
+                                                f"{self.owner_group!r} with a pid of its choosing: make {self.owner_group!r} one of "
+                                                "its groups and add it to CREATE_DATASET_WITH_PID_GROUPS (or ADMIN_GROUPS) in the "
+                                                "backend's configuration; records wait in the outbox")
+        if status == 403:
+            raise _Forbidden(f"{reason} (the dataset belongs to an owner group the account {self._who()} is not in)", sink=self.name)
         raise error_class(status)(reason, sink=self.name)
-
-
-class _Refused(Exception):
-    """An envelope this sink refuses before any request."""
 
 
 def _message(resp: Any) -> str:
@@ -603,29 +525,13 @@ def _message(resp: Any) -> str:
     return str(msg if msg else doc)[:500]
 
 
-def _fit(items: Sequence[_Item], budget: int) -> tuple[list[_Item], list[_Item]]:
-    """Items that fit one scientificMetadata object of *budget* bytes (in order), and the rest."""
-    fit, rest, size = [], [], 2
-    for it in items:
-        if size + it.size + 1 <= budget:
-            fit.append(it)
-            size += it.size + 1
-        else:
-            rest.append(it)
-    return fit, rest
-
-
-def _pack(items: Sequence[_Item], budget: int) -> list[list[_Item]]:
-    """Items in consecutive groups whose scientificMetadata objects stay within *budget* bytes."""
-    chunks: list[list[_Item]] = []
-    cur: list[_Item] = []
-    size = 2
-    for it in items:
-        if cur and size + it.size + 1 > budget:
-            chunks.append(cur)
-            cur, size = [], 2
-        cur.append(it)
-        size += it.size + 1
-    if cur:
-        chunks.append(cur)
-    return chunks
+def _route_missing(resp: Any) -> bool:
+    """Whether a 404 says the url has no such route (NestJS ``Cannot GET /x``, loopback "no method", a page that is not SciCat's)."""
+    try:
+        doc = resp.json()
+    except ValueError:
+        return True
+    if not isinstance(doc, dict) or not ("statusCode" in doc or isinstance(doc.get("error"), dict)):
+        return True
+    msg = _message(resp)
+    return msg.startswith("Cannot ") or "no method to handle" in msg or "has no method handling" in msg

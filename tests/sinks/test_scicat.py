@@ -5,12 +5,17 @@ deterministic pids, inputDatasets, proposal and sample ids, 409 -> update, updat
 keys (v4 merge patch, v3 read-modify-write), unit spellings SciCat can convert, the 16 MB body limit
 (splitting, oversized values refused), the error table and the isolation of refused records, the
 registry with secrets from the environment, and a server that dies mid-batch: the records wait in
-the outbox and arrive once.
+the outbox and arrive once. Configuration problems keep records waiting instead of dead-lettering
+them, and health() reports them: a server that drops the chosen pid (one stray dataset, then no
+more creates), a 403 to creates or to the update of every dataset, a wrong url or api (routing 404,
+404 pages that are not SciCat's). Subject names with quotes, backslashes, percent signs and
+non-ASCII text make valid requests; subjects with control characters are refused.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
 import time
@@ -206,9 +211,9 @@ def test_units_are_scicat_spellings(server, api, dataset, onto):
 
 
 def test_key_encoding_round_trips():
-    for key in ("reflns.d_resolution_high", "symmetry.space_group_name_H-M", "$odd.50%", "a%2Eb"):
+    for key in ("reflns.d_resolution_high", "symmetry.space_group_name_H-M", "$odd.50%", "a%2Eb", "nul\x00.%00"):
         enc = encode_key(key)
-        assert "." not in enc and not enc.startswith("$") and decode_key(enc) == key
+        assert "." not in enc and "\x00" not in enc and not enc.startswith("$") and decode_key(enc) == key
 
 
 def test_body_limit_splits_v4_updates(dataset):
@@ -262,11 +267,7 @@ def test_refused_record_is_isolated(api, dataset, first):
 
 
 def test_refused_dataset_refuses_its_records_with_the_reason(server, api, dataset):
-    sink = make_sink(server, api, owner_group="not-my-group")  # 403: not one of the caller's groups
     envs = [rec(dataset, f"mmcat_collection.k{i}", float(i)) for i in range(4)]
-    r = sink.put(envs)
-    assert not r.stored and set(r.rejected) == {e["id"] for e in envs}
-    assert all("403" in why for why in r.rejected.values())
     bad_email = make_sink(server, api, contact_email="nobody")
     r = bad_email.put(envs[:2])
     assert all("contactEmail must be an email" in why for why in r.rejected.values()) and len(r.rejected) == 2
@@ -280,9 +281,9 @@ def test_loopback_error_payloads_are_read(dataset):
 
 
 def test_error_table():
-    for status in (500, 502, 503, 504, 429, 408, 401):
+    for status in (500, 502, 503, 504, 429, 408, 401, 404):
         assert error_class(status) is SinkUnavailable, status
-    for status in (400, 403, 413, 422, 404, 418):
+    for status in (400, 403, 413, 422, 418):
         assert error_class(status) is SinkRejected, status
 
 
@@ -415,3 +416,137 @@ def test_concurrent_puts_share_one_server(server, dataset):
         t.join()
     assert not errors
     assert len(server.datasets) == 5 and all(len(sm(server, dataset.child(dataset=f"c{i}"))) == 20 for i in range(5))
+
+
+# -- configuration problems wait in the outbox ---------------------------------------------------------
+
+
+def test_owner_group_refused_on_create_keeps_records_waiting(server, api, dataset, tmp_path):
+    sink = make_sink(server, api, owner_group="not-my-group")  # 403: not one of the caller's groups
+    envs = [rec(dataset.child(dataset=f"d{i}"), f"mmcat_collection.k{j}", float(j)) for i in range(3) for j in range(4)]
+    with pytest.raises(SinkUnavailable, match="403") as err:
+        sink.put(envs)
+    assert "'not-my-group'" in err.value.reason and "CREATE_DATASET_WITH_PID_GROUPS" in err.value.reason
+    h = sink.health()
+    assert not h.ok and "not-my-group" in h.detail
+    box = Outbox(tmp_path / "outbox.sqlite")
+    box.put(envs, ["scicat"])
+    s = Deliverer(box, {"scicat": sink}, backoff=Backoff(initial=0.01, maximum=0.01, jitter=0.0)).drain(timeout=10)
+    assert s.dead == 0 and s.retried == 12 and box.pending("scicat") == 12 and not server.datasets
+    box.close()
+
+
+@pytest.mark.parametrize("api_", ["v3", "v4"])
+def test_server_that_drops_the_chosen_pid_gets_one_stray_then_no_creates(api_, dataset, caplog):
+    users = {"ingestor": ("ingestor-pw", ["mx"]), "admin": ("admin-pw", ["mx", "pid-choosers"])}
+    with SciCatServer(users=users, pid_groups={"pid-choosers"}, pid_refusal="drop") as srv:
+        known = dataset.child(dataset="known")
+        admin = make_sink(srv, api_, username="admin", password="admin-pw")  # an account allowed to choose pids
+        assert admin.put([rec(known, "mmcat_collection.k0", 0.0)]).stored
+        srv.reset_counts()
+        sink = make_sink(srv, api_)
+        with caplog.at_level(logging.ERROR, logger="mxcat.sinks.scicat"):
+            for run in ("r1", "r2", "r3"):  # three batches for ONE subject
+                with pytest.raises(SinkUnavailable, match="CREATE_DATASET_WITH_PID_GROUPS"):
+                    sink.put([rec(dataset, "mmcat_collection.exposure_time", 0.01, "seconds", Provenance(run=run))])
+        (stray,) = set(srv.datasets) - {dataset_pid(known)}
+        assert srv.counts[f"POST {api_}/datasets"] == 1 and sink.strays == {dataset_pid(dataset): stray}
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1 and stray in errors[0] and dataset_pid(dataset) in errors[0]
+        h = sink.health()
+        assert not h.ok and stray in h.detail
+        # datasets that exist are still updated; the records of new ones are left in the outbox (neither stored nor refused)
+        old, new = rec(known, "mmcat_collection.k1", 1.0), rec(dataset.child(dataset="new"), "mmcat_collection.k1", 1.0)
+        r = sink.put([old, new])
+        assert r.stored == [old["id"]] and not r.rejected and srv.counts[f"POST {api_}/datasets"] == 1
+        assert sm(srv, known)["mmcat_collection.k1"]["value"] == 1.0
+        # the account is fixed and mxcat restarted: the records arrive in the dataset of the chosen pid
+        srv.pid_groups.add("mx")
+        again = make_sink(srv, api_)
+        assert len(again.put([rec(dataset, "mmcat_collection.exposure_time", 0.01, "seconds"), new]).stored) == 2
+        assert dataset_pid(dataset) in srv.datasets and dataset_pid(dataset.child(dataset="new")) in srv.datasets
+        assert len(srv.datasets) == 4 and again.health().ok
+
+
+def test_pid_choice_refused_with_403_waits_and_recovers(api, dataset):
+    with SciCatServer(pid_groups={"pid-choosers"}) as srv:  # current backends: 403 to a chosen pid
+        sink = make_sink(srv, api)
+        with pytest.raises(SinkUnavailable, match="CREATE_DATASET_WITH_PID_GROUPS") as err:
+            sink.put([rec(dataset, "mmcat_collection.exposure_time", 0.01, "seconds")])
+        assert "explicit PID" in err.value.reason or "Unauthorized access" in err.value.reason
+        assert not srv.datasets and not sink.health().ok
+        srv.pid_groups.add("mx")  # fixed on the server: no restart needed, nothing was created meanwhile
+        assert sink.put([rec(dataset, "mmcat_collection.exposure_time", 0.01, "seconds")]).stored
+        assert list(srv.datasets) == [dataset_pid(dataset)] and sink.health().ok
+
+
+def test_wrong_api_or_url_keeps_records_waiting(tmp_path, dataset):
+    with SciCatServer(apis=("v3",)) as srv:  # an older backend: no /api/v4
+        sink = make_sink(srv, "v4")
+        h = sink.health()  # what `mxcat config check` sees, before anything was sent
+        assert not h.ok and "/api/v4/datasets" in h.detail
+        box = Outbox(tmp_path / "outbox.sqlite")
+        box.put([rec(dataset.child(dataset=f"d{i}"), "mmcat_collection.exposure_time", 0.01, "seconds") for i in range(20)], ["scicat"])
+        backoff = Backoff(initial=0.01, maximum=0.01, jitter=0.0)
+        s = Deliverer(box, {"scicat": sink}, backoff=backoff).drain(timeout=20)
+        assert s.dead == 0 and s.retried == 20 and box.pending("scicat") == 20
+        assert "no route POST /api/v4/datasets" in s.errors[0] and srv.url in s.errors[0]
+        time.sleep(0.05)
+        fixed = make_sink(srv, "v3")  # the configuration is corrected: the same records arrive
+        assert Deliverer(box, {"scicat": fixed}, backoff=backoff).drain(timeout=20).delivered == 20
+        box.close()
+        prefixed = make_sink(srv, "v4", url=srv.url + "/scicat")  # a reverse-proxy prefix that is not there
+        with pytest.raises(SinkUnavailable, match="no login route"):
+            prefixed.put([rec(dataset, "mmcat_collection.exposure_time", 0.01, "seconds")])
+        with SciCatServer(functional_tokens={"fa": ["mx"]}) as v4:
+            tokened = make_sink(v4, "v4", url=v4.url + "/scicat", token="fa")
+            with pytest.raises(SinkUnavailable, match="no route POST /api/v4/datasets"):
+                tokened.put([rec(dataset, "mmcat_collection.exposure_time", 0.01, "seconds")])
+            assert not tokened.health().ok
+
+
+def test_404_page_that_is_not_scicat_is_no_missing_dataset(server, api, dataset):
+    sink = make_sink(server, api)
+    sink.put([rec(dataset, "mmcat_collection.k0", 0.0)])
+    server.reset_counts()
+    server.fail_next(404, page="<html><body><h1>404 Not Found</h1>nginx</body></html>")  # a proxy lost its route
+    with pytest.raises(SinkUnavailable, match="no route"):
+        sink.put([rec(dataset, "mmcat_collection.k1", 1.0)])
+    assert server.counts[f"POST {api}/datasets"] == 0  # not taken for a deleted dataset to create again
+    assert not sink.health().ok
+    assert sink.put([rec(dataset, "mmcat_collection.k1", 1.0)]).stored and sink.health().ok
+
+
+def test_forbidden_update_refuses_one_dataset_and_waits_when_all_are(api, dataset):
+    users = {"ingestor": ("ingestor-pw", ["mx"]), "other": ("other-pw", ["other"])}
+    with SciCatServer(users=users) as srv:
+        theirs = dataset.child(dataset="theirs")  # a dataset of another owner group under the pid this sink computes
+        assert make_sink(srv, api, username="other", password="other-pw", owner_group="other").put([rec(theirs, "k.a", 1.0)]).stored
+        sink = make_sink(srv, api)
+        a, b = rec(theirs, "mmcat_collection.k1", 1.0), rec(dataset, "mmcat_collection.k1", 1.0)
+        r = sink.put([a, b])
+        assert r.stored == [b["id"]] and list(r.rejected) == [a["id"]] and "403" in r.rejected[a["id"]]
+        assert "owner group" in r.rejected[a["id"]]
+        with pytest.raises(SinkUnavailable, match="every dataset of the batch"):  # the account, not one dataset
+            sink.put([rec(theirs, "mmcat_collection.k2", 2.0), rec(theirs, "mmcat_collection.k3", 3.0)])
+
+
+def test_odd_subject_names_make_valid_requests(server, api):
+    odd = 'a "q" \\ é✓ 😀 <&> $x.y%2E%00'  # subject names cannot hold control characters (Subject refuses them)
+    s = Subject(facility="ESRF", beamline="ID30A-1", proposal="mx2532", session=odd, sample=odd, dataset=odd)
+    proc = s.child(processing=odd)
+    envs = [rec(s, "mmcat_collection.exposure_time", 0.01, "seconds"),
+            rec(s.child(image_range=odd), "mmcat_collection.exposure_time", 0.02, "seconds"),
+            rec(proc, "reflns.d_resolution_high", 1.5, "angstroms"),
+            rec(proc, "mmcat_processing.message", odd, None)]
+    r = make_sink(server, api).put(envs)
+    assert not r.rejected and len(r.stored) == 4
+    raw = server.datasets[dataset_pid(s)]
+    assert raw["datasetName"] == odd and raw["description"].endswith(f"dataset={odd}")
+    assert sm(server, s)[f"image_range.{odd}.mmcat_collection.exposure_time"]["value"] == 0.02
+    assert sm(server, proc)["mmcat_processing.message"]["value"] == odd
+    assert server.datasets[dataset_pid(proc)]["inputDatasets"] == [dataset_pid(s)]
+    # an envelope from before that rule, with control characters in its subject: refused with the reason, not sent
+    old = dict(rec(s, "mmcat_collection.k1", 1.0), id="old", subject_id="old-subject", subject={**s.to_dict(), "dataset": "d\x00\t"})
+    r = make_sink(server, api).put([old, rec(s, "mmcat_collection.k2", 2.0)])
+    assert len(r.stored) == 1 and list(r.rejected) == ["old"] and "invalid subject" in r.rejected["old"]
