@@ -115,7 +115,9 @@ class Deliverer:
         if dead:
             self.outbox.dead(name, dead)
         if missing:
-            self._later(name, missing, "the sink did not acknowledge these envelopes", stats)
+            reasons = sorted({receipt.waiting[c.id] for c in missing if c.id in receipt.waiting})
+            why = "; ".join(reasons) if reasons else "the sink did not acknowledge these envelopes"
+            self._later(name, missing, why, stats)
         stats.delivered += len(done)
         stats.dead += len(dead)
 

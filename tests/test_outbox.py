@@ -156,3 +156,19 @@ def test_sink_bug_keeps_records(box, dataset):
     box.put(envs(dataset, 2), ["b"])
     s = Deliverer(box, {"b": Broken("b")}).drain()
     assert s.retried == 2 and states(box, "b") == {"PENDING": 2}
+
+
+def test_envelopes_a_sink_holds_back_wait_with_its_reason(box, dataset):
+    from mxcat.sinks import Receipt
+
+    class Holding(MemorySink):
+        def put(self, envelopes):
+            first, *rest = envelopes
+            super().put(rest)
+            return Receipt(stored=[e["id"] for e in rest], waiting={first["id"]: "dataset not created yet: owner group refused"})
+
+    box.put(envs(dataset, 3), ["h"])
+    s = Deliverer(box, {"h": Holding("h")}, backoff=Backoff(initial=0.05, maximum=0.2, jitter=0.0)).drain()
+    assert s.delivered == 2 and s.retried == 1
+    assert box.db.execute("SELECT error FROM deliveries WHERE state='PENDING'").fetchone()[0] == \
+        "dataset not created yet: owner group refused"

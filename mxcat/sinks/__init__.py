@@ -28,10 +28,12 @@ Envelope = Mapping[str, Any]
 
 @dataclass(slots=True)
 class Receipt:
-    """What a sink did with a batch: ids stored, and ids refused with the sink's reason."""
+    """What a sink did with a batch: ids stored, ids refused with the sink's reason, and ids held
+    back to be retried later with the reason (any id in none of these is retried, too)."""
 
     stored: list[str] = field(default_factory=list)
     rejected: dict[str, str] = field(default_factory=dict)
+    waiting: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -233,6 +233,7 @@ class SciCatSink:
                 forbidden.append(stop.reason)
             else:
                 waiting.append(stop.reason)
+                receipt.waiting.update(dict.fromkeys(t.ids(), stop.reason))
         if not written and forbidden and not waiting:  # the account, not one dataset: every update refused
             raise self._misconfigured("forbidden", f"{forbidden[0]}; SciCat refused to update every dataset of the batch: is the "
                                       f"account {self._who()} in owner group {self.owner_group!r}? Records wait in the outbox")
@@ -241,7 +242,7 @@ class SciCatSink:
         if written and not waiting and self._problem is not None:
             self._problem = None
             self._said.clear()
-        return receipt  # the records of datasets that wait are in neither list: the outbox keeps them
+        return receipt  # the records of datasets that wait are in receipt.waiting: the outbox keeps them
 
     def health(self) -> Health:
         if self._pids_ignored is not None:
