@@ -11,13 +11,17 @@ Covers: ``POST session`` (form field ``json`` with ``plugin`` and ``credentials`
 (refresh)/``DELETE session/{id}`` with a configurable lifetime, ``GET version`` and ``properties``;
 ``POST entityManager`` (``sessionId``, ``entities``): a list of ``{"Entity": {...}}``, created when
 without ``id`` and updated when with, nested one-to-many children created with their parent,
-many-to-one references by ``id``, the whole list in ONE transaction (all or nothing), the ids
-returned in order, errors carrying the ``offset`` of the failing entity; ``DELETE entityManager``
-(with cascade). Enforced as ICAT enforces them: sessions (``SESSION``), unique constraints
-(``OBJECT_ALREADY_EXISTS``: Investigation facility+name+visitId, Sample and Dataset
-investigation+name, ParameterType facility+name+units, PermissibleStringValue type+value,
-Dataset/Sample/InvestigationParameter owner+type, DataCollectionDataset collection+dataset), not
-null fields and string lengths (255, 4000 for parameter strings: ``VALIDATION``), parameter
+many-to-one references by ``id`` only, the whole list in ONE transaction (all or nothing), answering
+the ids of the top-level entities it CREATED, in order (updates and nested children give none, as
+``EntityBeanManager.write`` does), errors carrying the ``offset`` of the failing entity;
+``DELETE entityManager`` (with cascade). Entities: Facility, the investigation and dataset types,
+Investigation, Sample, Dataset, ParameterType (with PermissibleStringValue), their parameters, and
+of the provenance model Application, Job and DataCollection (with DataCollectionDataset). Enforced
+as ICAT enforces them: sessions (``SESSION``), unique constraints (``OBJECT_ALREADY_EXISTS``:
+Investigation facility+name+visitId, Sample and Dataset investigation+name, ParameterType
+facility+name+units, PermissibleStringValue type+value, Dataset/Sample/InvestigationParameter
+owner+type, DataCollectionDataset collection+dataset, Application facility+name+version), not null
+fields and string lengths (255, 4000 for parameter strings: ``VALIDATION``), parameter
 applicability and, for enforced types, range and permissible values (``VALIDATION``), bad field
 names, JSON types and dates (``BAD_PARAMETER``, dates as ``yyyy-MM-dd'T'HH:mm:ss.SSSXXX``), unknown
 ids (``NO_SUCH_OBJECT_FOUND``), read-only users (``INSUFFICIENT_PRIVILEGES``), and the search cap:
@@ -30,12 +34,15 @@ Stricter than ICAT on one point: a parameter must carry the value field of its t
 
 Does not cover: authorisation rules (users are root or read-only), OR/JOIN/subqueries and the
 concise query syntax, ``get`` by id, lucene/search, IDS, the entities mxcat does not write (users,
-instruments, datafiles, jobs, publications...), notification and logging, ``cloner`` and ``port``.
+instruments, datafiles, publications...), notification and logging, ``cloner`` and ``port``.
 
 For the tests: ``requests`` counts every HTTP request by route; ``inject()`` makes the next matching
-requests fail with an ICAT error; ``before_write`` is called with the parsed entities before each
-write (outside its transaction) to simulate a concurrent client; ``create``, ``rows``, ``count``,
-``delete`` and ``expire_sessions`` act on the state directly.
+requests fail with an ICAT error; ``lose_responses()`` carries out the next matching requests (a
+write commits) and then drops the connection unanswered, as when an answer is lost on the way;
+``before_write`` is called with the parsed entities before each write (outside its transaction) to
+simulate a concurrent client, and may raise (answered INTERNAL, nothing written) or call
+``lose_responses()`` for the write it sees; ``create``, ``rows``, ``count``, ``delete`` and
+``expire_sessions`` act on the state directly.
 """
 
 from __future__ import annotations
@@ -120,9 +127,15 @@ SCHEMA: dict[str, Kind] = {
                             unique=("sample", "type")),
     "DatasetParameter": Kind(dict(_PARAM_ATTRS), {"dataset": "Dataset", "type": "ParameterType"}, required=("dataset", "type"),
                              unique=("dataset", "type")),
-    "DataCollection": Kind({"doi": "str"}, {}, {"dataCollectionDatasets": ("DataCollectionDataset", "dataCollection")}),
+    "DataCollection": Kind({"doi": "str"}, {}, {"dataCollectionDatasets": ("DataCollectionDataset", "dataCollection"),
+                                                "jobsAsInput": ("Job", "inputDataCollection"),
+                                                "jobsAsOutput": ("Job", "outputDataCollection")}),
     "DataCollectionDataset": Kind({}, {"dataCollection": "DataCollection", "dataset": "Dataset"}, required=("dataCollection", "dataset"),
                                   unique=("dataCollection", "dataset")),
+    "Application": Kind({"name": "str", "version": "str"}, {"facility": "Facility"}, {"jobs": ("Job", "application")},
+                        required=("facility", "name", "version"), unique=("facility", "name", "version")),
+    "Job": Kind({"arguments": "str"}, {"application": "Application", "inputDataCollection": "DataCollection",
+                                       "outputDataCollection": "DataCollection"}, required=("application",)),
 }
 _OWNER = {"InvestigationParameter": ("investigation", "applicableToInvestigation", "Investigation"),
           "SampleParameter": ("sample", "applicableToSample", "Sample"),
@@ -374,6 +387,7 @@ class IcatServer:
         self.logins = 0
         self.before_write: Callable[[list[dict[str, Any]]], None] | None = None
         self._faults: list[dict[str, Any]] = []
+        self._losses: list[dict[str, Any]] = []
         self._lock = threading.RLock()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -440,6 +454,13 @@ class IcatServer:
             self._faults.append({"code": code, "message": message, "times": times, "method": method, "route": route,
                                  "status": status or STATUS.get(code, 500), "body": body, "offset": offset})
 
+    def lose_responses(self, *, times: int = 1, method: str | None = "POST", route: str | None = "/icat/entityManager") -> None:
+        """Carry out the next *times* matching requests, then drop the connection without answering (a committed write
+        whose answer is lost: the client sees a connection error). Taken when a request has been carried out, so that
+        ``before_write`` may call it for the write it is looking at."""
+        with self._lock:
+            self._losses.append({"times": times, "method": method, "route": route})
+
     def create(self, entity: str, **fields: Any) -> int:
         """Insert a row directly (relations given as ids), checking unique constraints."""
         with self._lock:
@@ -493,17 +514,30 @@ class IcatServer:
         except Exception as err:  # noqa: BLE001 - the fixture answers INTERNAL, as ICAT does for surprises
             self._send_error(req, IcatFault("INTERNAL", f"{type(err).__name__}: {err}"))
             return
+        with self._lock:
+            lose = self._take(self._losses, method, route) is not None
+        if lose:
+            req.close_connection = True
+            try:
+                req.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
         if result is None:
             self._send(req, 204, b"", None)
         else:
             self._send(req, 200, json.dumps(result).encode(), "application/json")
 
     def _take_fault(self, method: str, route: str) -> dict[str, Any] | None:
-        for f in self._faults:
+        return self._take(self._faults, method, route)
+
+    @staticmethod
+    def _take(pending: list[dict[str, Any]], method: str, route: str) -> dict[str, Any] | None:
+        for f in pending:
             if (f["method"] in (None, method)) and (f["route"] in (None, route)):
                 f["times"] -= 1
                 if f["times"] <= 0:
-                    self._faults.remove(f)
+                    pending.remove(f)
                 return f
         return None
 
@@ -629,7 +663,7 @@ class IcatServer:
                     if not isinstance(contents, dict):
                         raise IcatFault("BAD_PARAMETER", f"Unexpected array found in JSON {contents}")
                     if "id" in contents:
-                        ids.append(self._update(user, entity, contents))
+                        self._update(user, entity, contents)  # ICAT answers the ids of created entities only
                     else:
                         ids.append(self._create(user, entity, contents, None))
                     offset += 1
@@ -719,7 +753,7 @@ class IcatServer:
             self._create(user, child_entity, c, (back, new_id))
         return new_id
 
-    def _update(self, user: str, entity: str, contents: dict[str, Any]) -> int:
+    def _update(self, user: str, entity: str, contents: dict[str, Any]) -> None:
         id_ = contents["id"]
         if not isinstance(id_, int):
             raise IcatFault("BAD_PARAMETER", f"Badly formatted id: {id_}")
@@ -732,7 +766,6 @@ class IcatServer:
         self.store.replace(entity, row)
         for child_entity, back, c in children:
             self._create(user, child_entity, c, (back, id_))
-        return id_
 
     def _validate(self, entity: str, row: dict[str, Any]) -> None:
         kind = SCHEMA[entity]

@@ -1,211 +1,91 @@
 """``icat``: records as ICAT parameters, written over the ICAT REST API in one transaction per batch.
 
-The model mapping (ICAT 4.x/5.x/6.x schema, icat.server entity classes): a session subject is an
+The model mapping (ICAT 4.7+/5.x/6.x schema, icat.server entity classes): a session subject is an
 ``Investigation`` of the configured ``Facility`` (name = proposal, visitId = session, created with
 ``investigation_type`` when missing); a sample is a ``Sample`` (investigation + name); a raw dataset
 is a ``Dataset`` of type ``dataset_type`` named by ``dataset_name`` (ICAT makes dataset names unique
 per investigation, not per sample: a name already used by another sample is refused with a hint);
-a processing subject is a ``Dataset`` of type ``processed_dataset_type`` named by ``processed_name``
-whose inputs (its parent dataset, other input datasets this sink has seen or given as subject paths)
-form a ``DataCollection`` created before it and linked through a ``DataCollectionDataset`` created in
-the same transaction as the processed dataset, and whose description names the processing, the
-program and the inputs. Records of session level become ``InvestigationParameter``, of sample level
-``SampleParameter``, of dataset, processing and image-range level ``DatasetParameter`` of the (raw or
-processed) dataset. One value per ParameterType per owner: a new value updates the existing parameter.
-ParameterTypes are matched by (name, units) as ``mxcat.ontology.export.icat_parameter_types`` names
-them (``names`` = ``mmcat`` or ``esrf``), values converted to that unit; a record whose type ICAT
-lacks is refused with the hint to run ``mxcat icat sync-parameter-types`` (or created on the fly with
-``create_parameter_types``). Refused per record, with the reason: strings over 4000 characters, values
-that do not fit the type's valueType (NUMERIC / STRING / DATE_AND_TIME), enforced ranges and
-permissible values, non-applicable types. Tables, and beamline- or proposal-level records (ICAT has
-no parameters there), are acknowledged without being sent and logged once per category: they stay
-in the embedded catalogue. Ids of investigations, samples, datasets, parameter types and parameters
-are cached per sink; OBJECT_ALREADY_EXISTS (a concurrent writer, or a retried batch) means "look it
-up and update", NO_SUCH_OBJECT_FOUND (something deleted in ICAT) empties the caches and retries once,
-and VALIDATION/BAD_PARAMETER at an offset refuses only the records behind that entity. Other errors
-map through :data:`mxcat.sinks.icat_client.ICAT_ERRORS`. Requests per batch: a few look-ups (cached
-afterwards), one write per entity level created, and one write for all parameters.
+a processing subject is a ``Dataset`` of type ``processed_dataset_type`` named by ``processed_name``,
+whose description names the processing, the program and the inputs. How it was made is ICAT's own
+provenance model: a ``Job`` of an ``Application`` (the provenance's program and version, found or
+created per facility) whose ``inputDataCollection`` holds the inputs (the parent dataset, and the
+other input datasets this sink has seen or that are given as subject paths) and whose
+``outputDataCollection`` holds the processed dataset alone, so that inputs and output are never
+mixed. ICAT refers to existing entities by id only, so this takes three writes after the processed
+dataset's: its output collection, then the inputs collection with the Job nested in it (one
+transaction). Each step is found again after a failure or a lost answer (the processed dataset by
+name; an output collection as a collection holding only it and used by no Job; a finished link as a
+Job whose output holds it), so that redelivery neither duplicates nor orphans anything. The account
+needs CREATE on Application, Job, DataCollection and DataCollectionDataset for this.
+Records of session level become ``InvestigationParameter``, of sample level ``SampleParameter``, of
+dataset and processing level ``DatasetParameter`` of the (raw or processed) dataset. One value per
+ParameterType per owner: a new value updates the existing parameter. ParameterTypes are matched by
+(name, units) as ``mxcat.ontology.export.icat_parameter_types`` names them (``names`` = ``mmcat`` or
+``esrf``), values converted to that unit; a record whose type ICAT lacks is refused with the hint to
+run ``mxcat icat sync-parameter-types`` (or created on the fly with ``create_parameter_types``).
+Refused per record, with the reason: what :func:`mxcat.sinks.icat_types.param_value` refuses, and
+non-applicable types. Tables, image-range records (an image range has no ICAT entity, and sharing its
+dataset's ParameterType would overwrite the dataset's own value), and beamline- or proposal-level
+records (ICAT has no parameters there) are acknowledged without being sent and logged once per
+category: they stay in the embedded catalogue. Ids of investigations, samples, datasets, parameter
+types, parameters and applications are cached per sink; OBJECT_ALREADY_EXISTS (a concurrent writer,
+or a retried batch) means "look it up and update", NO_SUCH_OBJECT_FOUND (something deleted in ICAT)
+empties the caches and retries once, and VALIDATION/BAD_PARAMETER at an offset refuses only the
+records behind that entity. Other errors map through :data:`mxcat.sinks.icat_client.ICAT_ERRORS`:
+what no record can fix (the account's permissions, a server too old, a refused query) keeps the
+records in the outbox and is reported by :meth:`IcatSink.health` until a batch goes through. The
+look-ups select several attributes (``SELECT p.id, p.dataset.id, p.type.id ...``), which ICAT's REST
+search allows since icat.server 4.7.0, the release that brought the REST write this sink needs.
+Requests per batch: a few look-ups (cached afterwards), one write per entity level created, and one
+write for all parameters.
 """
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
-import math
-import string
-import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from mxcat.errors import ConfigError, SinkUnavailable, ValidationError
 from mxcat.records import Subject
 from mxcat.sinks import Envelope, Health, Receipt
-from mxcat.sinks.icat_client import IcatClient, IcatError, quote, sink_error
+from mxcat.sinks.icat_client import CONFIGURATION_CODES, IcatClient, IcatError, quote, sink_error
+from mxcat.sinks.icat_types import (
+    APPLICABLE_FLAG,
+    NAME_FIELDS,
+    NAME_LIMIT,
+    PARAMETER_ENTITY,
+    PT_FIELDS,
+    STRING_LIMIT,
+    SYNC_HINT,
+    TYPE_RELOAD_INTERVAL,
+    VALUE_FIELD,
+    Conflict,
+    FacilityTypes,
+    IcatOptions,
+    IcatSetupError,
+    JobPlan,
+    KeyPlan,
+    Lru,
+    ParamType,
+    Refuse,
+    SyncReport,
+    Where,
+    check_template,
+    chunks,
+    icat_date,
+    job_plan,
+    key_plans,
+    param_value,
+    where_of,
+)
+
+__all__ = ["IcatOptions", "IcatSink", "ParamType", "KeyPlan", "Conflict", "SyncReport", "JobPlan", "FacilityTypes", "IcatSetupError",
+           "icat_date", "key_plans", "STRING_LIMIT", "NAME_LIMIT", "NAME_FIELDS", "PARAMETER_ENTITY", "APPLICABLE_FLAG", "VALUE_FIELD",
+           "PT_FIELDS", "SYNC_HINT", "TYPE_RELOAD_INTERVAL"]
 
 log = logging.getLogger(__name__)
-
-STRING_LIMIT = 4000
-NAME_LIMIT = 255
-NAME_FIELDS = ("proposal", "session", "sample", "dataset", "processing")
-PARAMETER_ENTITY = {"Investigation": ("InvestigationParameter", "investigation"), "Sample": ("SampleParameter", "sample"),
-                    "Dataset": ("DatasetParameter", "dataset")}
-APPLICABLE_FLAG = {"Investigation": "applicableToInvestigation", "Sample": "applicableToSample", "Dataset": "applicableToDataset"}
-VALUE_FIELD = {"NUMERIC": "numericValue", "STRING": "stringValue", "DATE_AND_TIME": "dateTimeValue"}
-PT_FIELDS = ("name", "units", "unitsFullName", "valueType", "description", "enforced", "verified", "minimumNumericValue",
-             "maximumNumericValue", "applicableToInvestigation", "applicableToSample", "applicableToDataset", "applicableToDatafile",
-             "applicableToDataCollection")
-SYNC_HINT = "run `mxcat icat sync-parameter-types` (or set create_parameter_types: true)"
-TYPE_RELOAD_INTERVAL = 30.0
-
-
-class IcatOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    url: str
-    plugin: str = "simple"
-    username: str
-    password_env: str | None = None
-    password_file: str | None = None
-    facility: str
-    names: Literal["mmcat", "esrf"] = "mmcat"
-    verify: bool | str = True
-    timeout: float = Field(30.0, gt=0)
-    investigation_type: str = "experiment"
-    dataset_type: str = "raw"
-    processed_dataset_type: str = "processed"
-    dataset_name: str = "{dataset}"
-    processed_name: str = "{dataset}_{processing}"
-    create_parameter_types: bool = False
-    page_size: int = Field(1000, ge=1, le=100_000)
-
-
-@dataclass(frozen=True, slots=True)
-class ParamType:
-    """A ParameterType as ICAT has it."""
-
-    id: int
-    name: str
-    units: str
-    value_type: str
-    enforced: bool = False
-    minimum: float | None = None
-    maximum: float | None = None
-    applicable: frozenset[str] = frozenset()
-    allowed: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True, slots=True)
-class KeyPlan:
-    """How one mmCAT key becomes a parameter: its ParameterType definition and the unit to send values in."""
-
-    key: str
-    definition: dict[str, Any]
-    unit_from: str | None
-    unit_to: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Conflict:
-    name: str
-    units: str
-    icat_units: str
-    reason: str
-
-
-@dataclass(slots=True)
-class SyncReport:
-    """What ``sync_parameter_types`` did: types created (or that would be), already there, in conflict (left alone)."""
-
-    created: list[str] = field(default_factory=list)
-    existing: list[str] = field(default_factory=list)
-    conflicts: list[Conflict] = field(default_factory=list)
-    dry_run: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return not self.conflicts
-
-
-@dataclass(frozen=True, slots=True)
-class _Where:
-    """The ICAT entity that receives a subject's records."""
-
-    kind: str
-    inv: tuple[str, str]
-    sample: str | None = None
-    dataset: str | None = None
-    processed: bool = False
-    parent: str | None = None
-    """For a processed dataset: the name of its raw (parent) dataset."""
-
-
-class _Refuse(Exception):
-    """One record cannot go to ICAT; the message is the reason given back in the receipt."""
-
-
-class _Lru(OrderedDict[Any, Any]):
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
-
-    def put(self, key: Any, value: Any) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.size:
-            self.popitem(last=False)
-
-
-def icat_date(value: Any) -> str:
-    """An ISO date/time as ICAT wants it (``yyyy-MM-dd'T'HH:mm:ss.SSSXXX``); naive times are this host's local time."""
-    if isinstance(value, datetime):
-        d = value
-    else:
-        try:
-            d = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
-        except ValueError as err:
-            raise _Refuse(f"{value!r} is not an ISO date/time") from err
-    if d.tzinfo is None:
-        d = d.astimezone()
-    return d.isoformat(timespec="milliseconds")
-
-
-@functools.lru_cache(maxsize=4)
-def key_plans(onto: Any, names: str) -> dict[str, KeyPlan]:
-    """mmCAT key -> KeyPlan for an ontology and a naming (``mmcat``/``esrf``); a pure function, memoised."""
-    from mxcat.ontology.export import exported_keys, icat_parameter_types
-
-    units: dict[str, tuple[str | None, str | None]] = {}
-    for key, item, selector in exported_keys(onto):
-        target = item.units or "none"
-        if names == "esrf":
-            for m in item.mappings:
-                if m.scheme == "esrf_icat" and m.selector == selector and m.relation in ("exact", "close") and m.units:
-                    target = m.units
-                    break
-        units[key] = (item.units or "none", target) if item.is_numeric else (None, None)
-    return {pt["key"]: KeyPlan(pt["key"], {k: v for k, v in pt.items() if k != "key"}, *units.get(pt["key"], (None, None)))
-            for pt in icat_parameter_types(onto, names=names)}
-
-
-def _chunks(items: Sequence[Any], n: int) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(items), n):
-        yield items[i:i + n]
-
-
-def _check_template(template: str, option: str, sink: str) -> None:
-    try:
-        names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
-    except ValueError as err:
-        raise ConfigError(f"not a name template: {err}", key=f"sinks.{sink}.options.{option}") from err
-    unknown = names - set(NAME_FIELDS)
-    if unknown or "dataset" not in names:
-        raise ConfigError(f"template fields must include {{dataset}} and be among {', '.join(NAME_FIELDS)}; got {sorted(names)}",
-                          key=f"sinks.{sink}.options.{option}")
 
 
 class IcatSink:
@@ -225,8 +105,8 @@ class IcatSink:
             raise ConfigError("no ICAT password (set password_env or password_file)", key=f"sinks.{name}.options.password_env")
         if names not in ("mmcat", "esrf"):
             raise ConfigError(f"names must be mmcat or esrf, not {names!r}", key=f"sinks.{name}.options.names")
-        _check_template(dataset_name, "dataset_name", name)
-        _check_template(processed_name, "processed_name", name)
+        check_template(dataset_name, "dataset_name", name)
+        check_template(processed_name, "processed_name", name)
         if "processing" not in processed_name:
             raise ConfigError("processed_name must include {processing}", key=f"sinks.{name}.options.processed_name")
         self.name = name
@@ -243,29 +123,31 @@ class IcatSink:
             verify = verify.strip().lower() in ("true", "yes", "1")  # from MXCAT_SINK_<NAME>_VERIFY; any other text is a CA bundle
         self.client = IcatClient(str(url), plugin=plugin, username=str(username), password=password, verify=verify, timeout=timeout,
                                  sink=name)
-        self._onto = ontology
-        self._plans: dict[str, KeyPlan] | None = None
+        self.types = FacilityTypes(self.client, sink=name, facility=self.facility, names=names, ontology=ontology, page_size=page_size,
+                                   create=create_parameter_types, investigation_type=investigation_type,
+                                   dataset_types=(dataset_type, processed_dataset_type))
         self._noted: set[str] = set()
+        self._problem: str | None = None
+        """A configuration problem the last batch met (permissions, server, facility): reported by health() until a batch passes."""
         self._forget()
 
     def _forget(self) -> None:
         """Empty every id cache (after ICAT said an id we cached does not exist)."""
-        self._facility_id: int | None = None
-        self._type_ids: dict[tuple[str, str], int] = {}
-        self._pts: dict[tuple[str, str], ParamType] = {}
-        self._pts_by_name: dict[str, list[ParamType]] = {}
-        self._pts_loaded = -math.inf
-        self._inv = _Lru(2_000)
-        self._samples = _Lru(20_000)
-        self._datasets = _Lru(50_000)
-        self._params = _Lru(5_000)
-        self._subject_ds = _Lru(50_000)
+        self.types.forget()
+        self._inv = Lru(2_000)
+        self._samples = Lru(20_000)
+        self._datasets = Lru(50_000)
+        self._params = Lru(5_000)
+        self._subject_ds = Lru(50_000)
+        self._apps = Lru(1_000)
+        self._linked = Lru(50_000)
+        """Processed dataset ids known to have their Job (inputs and output collections)."""
 
     # -- protocol --------------------------------------------------------------------------------------
 
     def put(self, envelopes: Sequence[Envelope]) -> Receipt:
         base = Receipt()
-        work: list[tuple[Envelope, Subject, _Where]] = []
+        work: list[tuple[Envelope, Subject, Where]] = []
         for env in envelopes:
             kind = env.get("type")
             if kind == "table":
@@ -279,12 +161,17 @@ class IcatSink:
             try:
                 subject = Subject.from_dict(env["subject"])
                 where = self._where(subject)
-            except (ValidationError, _Refuse) as err:
+            except (ValidationError, Refuse) as err:
                 base.rejected[env["id"]] = str(err)
                 continue
             if where is None:
-                self._note(f"level {subject.kind}", f"ICAT has no parameters for {subject.kind}-level records (such as "
-                           f"{env.get('key')}): they stay in the embedded catalogue and are not sent to ICAT")
+                if subject.kind == "image_range":
+                    self._note("level image_range", f"ICAT has no entity for an image range, and its values (such as {env.get('key')}) "
+                               "would overwrite the dataset's own value of the same ParameterType: image-range records stay in the "
+                               "embedded catalogue and are not sent to ICAT")
+                else:
+                    self._note(f"level {subject.kind}", f"ICAT has no parameters for {subject.kind}-level records (such as "
+                               f"{env.get('key')}): they stay in the embedded catalogue and are not sent to ICAT")
                 base.stored.append(env["id"])
                 continue
             work.append((env, subject, where))
@@ -295,22 +182,30 @@ class IcatSink:
                 receipt = Receipt(stored=list(base.stored), rejected=dict(base.rejected))
                 try:
                     self._deliver(work, receipt)
+                    self._problem = None
                     return receipt
                 except IcatError as err:
                     if err.code != "NO_SUCH_OBJECT_FOUND" or attempt == 2:
                         raise
                     log.info("ICAT no longer has an entity mxcat cached (%s); looking everything up again", err.message[:200])
                     self._forget()
+        except IcatSetupError as err:
+            self._problem = str(err)
+            raise
         except IcatError as err:
-            raise sink_error(err, self.name) from err
+            raise self._sink_error(err) from err
         return base  # not reached
 
     def health(self) -> Health:
+        """ICAT answers, the account logs in, and the last batch met no configuration problem (permissions, server, facility)."""
         try:
             v = self.client.version()
+            self.client.ensure_session()
         except (SinkUnavailable, IcatError) as err:
             return Health(False, str(err))
-        return Health(True, f"ICAT {v} at {self.client.base}")
+        if self._problem is not None:
+            return Health(False, self._problem)
+        return Health(True, f"ICAT {v} at {self.client.base} as {self.client.account}")
 
     def close(self) -> None:
         self.client.close()
@@ -320,176 +215,57 @@ class IcatSink:
             self._noted.add(what)
             log.warning("sink %s: %s (logged once)", self.name, message)
 
+    def _sink_error(self, err: IcatError) -> Exception:
+        """The outbox's exception for an ICAT error; one that no record can fix is remembered for health()."""
+        mapped = sink_error(err, self.name, self.client.account)
+        if isinstance(mapped, SinkUnavailable) and (err.code in CONFIGURATION_CODES or err.call == "search"):
+            self._problem = str(mapped)
+        return mapped
+
     # -- subjects to ICAT entities ------------------------------------------------------------------------
 
-    def _where(self, s: Subject) -> _Where | None:
-        kind = s.kind
-        if kind in ("beamline", "proposal"):
-            return None
-        missing = [lv for lv in ("proposal", "session") if getattr(s, lv) is None]
-        if missing:
-            raise _Refuse(f"ICAT finds the Investigation by proposal (name) and session (visitId); this {kind} subject has no "
-                          f"{' and no '.join(missing)}")
-        inv = (self._name(str(s.proposal), "investigation"), self._name(str(s.session), "visitId"))
-        if kind == "session":
-            return _Where("Investigation", inv)
-        if kind == "sample":
-            return _Where("Sample", inv, self._name(str(s.sample), "sample"))
-        if s.dataset is None:
-            raise _Refuse(f"a {kind} subject without a dataset has no ICAT Dataset")
-        fields = {f: getattr(s, f) or "" for f in NAME_FIELDS}
-        sample = self._name(s.sample, "sample") if s.sample else None
-        raw = self._name(self.dataset_name.format(**fields), "dataset")
-        if s.processing is None:
-            return _Where("Dataset", inv, sample, raw)
-        return _Where("Dataset", inv, sample, self._name(self.processed_name.format(**fields), "processed dataset"), True, raw)
-
-    @staticmethod
-    def _name(text: str, what: str) -> str:
-        if len(text) > NAME_LIMIT:
-            raise _Refuse(f"the ICAT {what} name would be {len(text)} characters; ICAT allows {NAME_LIMIT}")
-        return text
+    def _where(self, s: Subject) -> Where | None:
+        return where_of(s, self.dataset_name, self.processed_name)
 
     # -- parameter types ------------------------------------------------------------------------------------
 
     def plans(self) -> dict[str, KeyPlan]:
         """mmCAT key -> its ParameterType definition (from the ontology export) and unit conversion."""
-        if self._plans is None:
-            if self._onto is None:
-                from mxcat.ontology import load
-
-                self._onto = load()
-            self._plans = key_plans(self._onto, self.names)
-        return self._plans
-
-    def _ensure_static(self) -> int:
-        if self._facility_id is None:
-            rows = self.client.search(f"SELECT f FROM Facility f WHERE f.name = {quote(self.facility)}")
-            if not rows:
-                raise SinkUnavailable(f"ICAT has no Facility named {self.facility!r} (option facility)", sink=self.name)
-            self._facility_id = int(rows[0]["Facility"]["id"])
-            self._type_ids = {}
-            for entity, wanted in (("InvestigationType", [self.investigation_type]),
-                                   ("DatasetType", [self.dataset_type, self.processed_dataset_type])):
-                q = (f"SELECT t FROM {entity} t WHERE t.facility.id = {self._facility_id} AND t.name IN "
-                     f"({', '.join(quote(n) for n in wanted)})")
-                for row in self.client.search(q):
-                    self._type_ids[(entity, row[entity]["name"])] = int(row[entity]["id"])
-        if self._pts_loaded == -math.inf:
-            self._load_types()
-        return self._facility_id
-
-    def _type_id(self, entity: str, name: str) -> int:
-        tid = self._type_ids.get((entity, name))
-        if tid is None:
-            raise SinkUnavailable(f"ICAT facility {self.facility!r} has no {entity} named {name!r}: create it or set the "
-                                  f"sink's {'investigation_type' if entity == 'InvestigationType' else 'dataset types'} option",
-                                  sink=self.name)
-        return tid
-
-    def _load_types(self) -> None:
-        fid = self._facility_id
-        rows = self.client.search_all(f"SELECT pt FROM ParameterType pt WHERE pt.facility.id = {fid} ORDER BY pt.id", self.page_size)
-        raw = [r["ParameterType"] for r in rows]
-        allowed: dict[int, set[str]] = {}
-        if any(r.get("enforced") and r.get("valueType") == "STRING" for r in raw):
-            for tid, value in self.client.search_all(f"SELECT v.type.id, v.value FROM PermissibleStringValue v WHERE "
-                                                     f"v.type.facility.id = {fid} ORDER BY v.id", self.page_size):
-                allowed.setdefault(int(tid), set()).add(value)
-        self._pts, self._pts_by_name = {}, {}
-        for r in raw:
-            pt = ParamType(int(r["id"]), r["name"], r["units"], r["valueType"], bool(r.get("enforced")), r.get("minimumNumericValue"),
-                           r.get("maximumNumericValue"), frozenset(k for k, f in APPLICABLE_FLAG.items() if r.get(f)),
-                           frozenset(allowed.get(int(r["id"]), ())))
-            self._pts[(pt.name, pt.units)] = pt
-            self._pts_by_name.setdefault(pt.name, []).append(pt)
-        self._pts_loaded = time.monotonic()
-
-    def _pt_entity(self, definition: dict[str, Any]) -> dict[str, Any]:
-        body = {k: definition[k] for k in PT_FIELDS if definition.get(k) is not None}
-        body["facility"] = {"id": self._facility_id}
-        if definition.get("permissibleStringValues"):
-            body["permissibleStringValues"] = [{"value": v["value"]} for v in definition["permissibleStringValues"]]
-        return {"ParameterType": body}
-
-    def _param_type(self, plan: KeyPlan) -> ParamType:
-        d = plan.definition
-        pt = self._pts.get((d["name"], d["units"]))
-        if pt is not None:
-            return pt
-        others = self._pts_by_name.get(d["name"])
-        if others:
-            raise _Refuse(f"ICAT ParameterType {d['name']!r} exists with units {', '.join(repr(o.units) for o in others)}, mxcat sends "
-                          f"{d['units']!r}: a conflict to settle by hand (see `mxcat icat sync-parameter-types --dry-run`)")
-        raise _Refuse(f"ICAT has no ParameterType {d['name']!r} ({d['units']}) in facility {self.facility!r}: {SYNC_HINT}")
+        return self.types.plans()
 
     def sync_parameter_types(self, *, dry_run: bool = False) -> SyncReport:
         """Create the ParameterTypes of the ontology export that ICAT lacks; report conflicts without changing them."""
-        report = SyncReport(dry_run=dry_run)
         try:
-            self._ensure_static()
-            for attempt in (1, 2, 3):
-                self._load_types()
-                report = SyncReport(dry_run=dry_run)
-                todo: list[dict[str, Any]] = []
-                for plan in sorted(self.plans().values(), key=lambda p: p.definition["name"]):
-                    d = plan.definition
-                    exact = self._pts.get((d["name"], d["units"]))
-                    if exact is not None:
-                        if exact.value_type != d["valueType"]:
-                            report.conflicts.append(Conflict(d["name"], d["units"], exact.units, f"ICAT valueType is {exact.value_type}, "
-                                                             f"mxcat's is {d['valueType']}; left unchanged"))
-                        else:
-                            report.existing.append(d["name"])
-                    elif self._pts_by_name.get(d["name"]):
-                        icat_units = ", ".join(sorted(p.units for p in self._pts_by_name[d["name"]]))
-                        report.conflicts.append(Conflict(d["name"], d["units"], icat_units,
-                                                         "ICAT has this name with other units; left unchanged, not created"))
-                    else:
-                        todo.append(d)
-                if dry_run or not todo:
-                    report.created = [d["name"] for d in todo]
-                    return report
-                failed = Receipt()
-                try:
-                    ids = self._write([self._pt_entity(d) for d in todo], [[d["name"]] for d in todo], failed)
-                except IcatError as err:
-                    if err.code == "OBJECT_ALREADY_EXISTS" and attempt < 3:
-                        continue  # another process created some meanwhile: look again
-                    raise
-                report.created = [d["name"] for d, i in zip(todo, ids, strict=True) if i is not None]
-                for d in todo:
-                    if d["name"] in failed.rejected:
-                        report.conflicts.append(Conflict(d["name"], d["units"], "", f"ICAT refused it: {failed.rejected[d['name']]}"))
-                self._load_types()
-                return report
+            return self.types.sync(self._write, dry_run=dry_run)
+        except IcatSetupError as err:
+            self._problem = str(err)
+            raise
         except IcatError as err:
-            raise sink_error(err, self.name) from err
-        return report
+            raise self._sink_error(err) from err
 
     # -- one batch ------------------------------------------------------------------------------------------
 
-    def _deliver(self, work: list[tuple[Envelope, Subject, _Where]], receipt: Receipt) -> None:
-        self._ensure_static()
+    def _deliver(self, work: list[tuple[Envelope, Subject, Where]], receipt: Receipt) -> None:
+        self.types.ensure()
         plans = self.plans()
-        items: list[tuple[Envelope, Subject, _Where, KeyPlan]] = []
+        items: list[tuple[Envelope, Subject, Where, KeyPlan]] = []
         for env, subject, where in work:
             plan = plans.get(env["key"])
             if plan is None:
                 receipt.rejected[env["id"]] = f"{env['key']} has no ICAT ParameterType in the mmCAT export (a table or internal key)"
             else:
                 items.append((env, subject, where, plan))
-        self._ensure_types([p for _, _, _, p in items])
-        values: dict[tuple[_Where, int], tuple[str, Any, list[str]]] = {}
-        subjects: dict[_Where, Subject] = {}
-        provenance: dict[_Where, dict[str, Any]] = {}
+        self.types.ensure_types([p for _, _, _, p in items], self._write)
+        values: dict[tuple[Where, int], tuple[str, Any, list[str]]] = {}
+        subjects: dict[Where, Subject] = {}
+        provenance: dict[Where, dict[str, Any]] = {}
         for env, subject, where, plan in items:
             try:
-                pt = self._param_type(plan)
+                pt = self.types.param_type(plan)
                 if where.kind not in pt.applicable:
-                    raise _Refuse(f"ICAT ParameterType {pt.name!r} is not applicable to a {where.kind}")
-                fld, value = self._value(env, plan, pt)
-            except _Refuse as err:
+                    raise Refuse(f"ICAT ParameterType {pt.name!r} is not applicable to a {where.kind}")
+                fld, value = param_value(env, plan, pt, self.types.onto.units)
+            except Refuse as err:
                 receipt.rejected[env["id"]] = str(err)
                 continue
             prev = values.get((where, pt.id))
@@ -502,65 +278,17 @@ class IcatSink:
         done = set(receipt.rejected)
         receipt.stored.extend(env["id"] for env, _, _ in work if env["id"] not in done)
 
-    def _ensure_types(self, plans: list[KeyPlan]) -> None:
-        """Reload the types when some are missing (at most every 30 s); create them when so configured."""
-        missing = [p for p in plans if (p.definition["name"], p.definition["units"]) not in self._pts]
-        if not missing:
-            return
-        if time.monotonic() - self._pts_loaded > TYPE_RELOAD_INTERVAL:
-            self._load_types()
-            missing = [p for p in missing if (p.definition["name"], p.definition["units"]) not in self._pts]
-        if not missing or not self.create_parameter_types:
-            return
-        todo = {p.definition["name"]: p.definition for p in missing if not self._pts_by_name.get(p.definition["name"])}
-        if todo:
-            try:
-                self._write([self._pt_entity(d) for d in todo.values()], [[] for _ in todo], Receipt())
-            except IcatError as err:
-                if err.code != "OBJECT_ALREADY_EXISTS":
-                    raise
-            self._load_types()
-
-    def _value(self, env: Envelope, plan: KeyPlan, pt: ParamType) -> tuple[str, Any]:
-        v = env.get("value")
-        if pt.value_type == "NUMERIC":
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise _Refuse(f"ICAT ParameterType {pt.name!r} is NUMERIC; the value is {type(v).__name__}")
-            x = float(v)
-            src = env.get("unit") or plan.unit_from
-            if plan.unit_to and src and src != plan.unit_to:
-                try:
-                    scale, offset = self._onto.units.factor(src, plan.unit_to)
-                except Exception as err:  # noqa: BLE001 - any conversion failure refuses this record only
-                    raise _Refuse(f"cannot convert {src} to {plan.unit_to} for ICAT: {err}") from err
-                x = x * scale + offset
-            if not math.isfinite(x):
-                raise _Refuse("ICAT stores finite numbers only")
-            if pt.enforced and ((pt.minimum is not None and x < pt.minimum) or (pt.maximum is not None and x > pt.maximum)):
-                raise _Refuse(f"{x:g} is outside [{pt.minimum}, {pt.maximum}], enforced by ICAT ParameterType {pt.name!r}")
-            return VALUE_FIELD["NUMERIC"], x
-        if pt.value_type == "STRING":
-            s = v if isinstance(v, str) else json.dumps(v)
-            if len(s) > STRING_LIMIT:
-                raise _Refuse(f"a string of {len(s)} characters exceeds ICAT's {STRING_LIMIT}-character limit for parameter values")
-            if pt.enforced and pt.allowed and s not in pt.allowed:
-                raise _Refuse(f"{s!r} is not a permissible value of ICAT ParameterType {pt.name!r}")
-            return VALUE_FIELD["STRING"], s
-        if pt.value_type == "DATE_AND_TIME":
-            return VALUE_FIELD["DATE_AND_TIME"], icat_date(v)
-        raise _Refuse(f"ICAT ParameterType {pt.name!r} has an unknown valueType {pt.value_type!r}")
-
     # -- investigations, samples, datasets ------------------------------------------------------------------
 
-    def _resolve(self, subjects: dict[_Where, Subject], values: dict[tuple[_Where, int], tuple[str, Any, list[str]]],
-                 provenance: dict[_Where, dict[str, Any]], receipt: Receipt) -> dict[_Where, int]:
+    def _resolve(self, subjects: dict[Where, Subject], values: dict[tuple[Where, int], tuple[str, Any, list[str]]],
+                 provenance: dict[Where, dict[str, Any]], receipt: Receipt) -> dict[Where, int]:
         """ICAT ids of every entity that receives parameters, found or created level by level."""
         owners: dict[Any, list[str]] = {}
 
         def own(key: Any, envs: list[str]) -> None:
             owners.setdefault(key, []).extend(envs)
 
-        raw_for: dict[_Where, _Where] = {}
+        raw_for: dict[Where, Where] = {}
         for (w, _), (_, _, envs) in values.items():
             own(w.inv, envs)
             if w.sample is not None:
@@ -568,9 +296,9 @@ class IcatSink:
             if w.kind == "Dataset":
                 own(w, envs)
                 if w.processed:
-                    raw_for[w] = _Where("Dataset", w.inv, w.sample, w.parent)
+                    raw_for[w] = Where("Dataset", w.inv, w.sample, w.parent)
                     own(raw_for[w], envs)
-        fid = self._facility_id
+        fid = self.types.facility_id
         # investigations
         inv_ids = self._found_or_created(
             "Investigation", sorted({w.inv for w in subjects}), owners, receipt, cache=self._inv, cache_key=lambda k: k,
@@ -578,8 +306,8 @@ class IcatSink:
                               f"({', '.join(quote(k[0]) for k in ks)}) ORDER BY x.id"),
             key_of=lambda row: (row["name"], row["visitId"]),
             make=lambda k: {"Investigation": {"facility": {"id": fid}, "name": k[0], "visitId": k[1], "title": f"{k[0]} {k[1]}"[:NAME_LIMIT],
-                                              "type": {"id": self._type_id("InvestigationType", self.investigation_type)}}})
-        out: dict[_Where, int] = {w: inv_ids[w.inv] for w in subjects if w.kind == "Investigation" and w.inv in inv_ids}
+                                              "type": {"id": self.types.type_id("InvestigationType", self.investigation_type)}}})
+        out: dict[Where, int] = {w: inv_ids[w.inv] for w in subjects if w.kind == "Investigation" and w.inv in inv_ids}
         # samples
         sample_keys = sorted({(w.inv, w.sample) for w in subjects if w.sample is not None and w.inv in inv_ids})
         sample_ids: dict[Any, int] = {}
@@ -593,33 +321,41 @@ class IcatSink:
                 key_of=lambda row, inv=inv: (inv, row["name"]),
                 make=lambda k, iid=iid: {"Sample": {"investigation": {"id": iid}, "name": k[1]}}))
         out.update({w: sample_ids[(w.inv, w.sample)] for w in subjects if w.kind == "Sample" and (w.inv, w.sample) in sample_ids})
-        # raw datasets (including the parents of processed ones), then processed datasets with their input collection
+        # raw datasets (including the parents of processed ones), then processed datasets, then how each was made
         raw = sorted({w for w in subjects if w.kind == "Dataset" and not w.processed} | set(raw_for.values()), key=repr)
-        raw_ids = self._datasets_of(raw, inv_ids, sample_ids, owners, receipt, None)
+        raw_ids = self._datasets_of(raw, inv_ids, sample_ids, owners, receipt)
         out.update({w: i for w, i in raw_ids.items() if w in subjects})
-        processed = sorted((w for w in subjects if w.processed and raw_for.get(w) in raw_ids), key=repr)
-        out.update(self._datasets_of(processed, inv_ids, sample_ids, owners, receipt, (raw_for, raw_ids, subjects, provenance)))
-        for w, s in subjects.items():  # remember subject -> dataset, so that later processings can name them as inputs
+        for w, s in subjects.items():  # remember subject -> dataset, so that processings can name them as inputs
             if w.kind == "Dataset" and (ds := s.at("dataset")) is not None and raw_for.get(w, w) in raw_ids:
                 self._subject_ds.put(ds.id, raw_ids[raw_for.get(w, w)])
-            if w.processed and w in out and (proc := s.at("processing")) is not None:
-                self._subject_ds.put(proc.id, out[w])
+        processed = sorted((w for w in subjects if w.processed and raw_for.get(w) in raw_ids), key=repr)
+        jobs = {w: job_plan(subjects[w], provenance.get(w, {}), raw_for[w], raw_ids[raw_for[w]], self._subject_ds) for w in processed}
+        created: set[int] = set()
+        done = self._datasets_of(processed, inv_ids, sample_ids, owners, receipt, jobs, created)
+        out.update(done)
+        for w in done:
+            if (proc := subjects[w].at("processing")) is not None:
+                self._subject_ds.put(proc.id, done[w])
+        self._link_processed({w: (i, jobs[w]) for w, i in done.items()}, created, owners, receipt)
         return out
 
-    def _datasets_of(self, wheres: list[_Where], inv_ids: dict[Any, int], sample_ids: dict[Any, int], owners: dict[Any, list[str]],
-                     receipt: Receipt, processed: tuple[Any, ...] | None) -> dict[_Where, int]:
-        out: dict[_Where, int] = {}
+    def _datasets_of(self, wheres: list[Where], inv_ids: dict[Any, int], sample_ids: dict[Any, int], owners: dict[Any, list[str]],
+                     receipt: Receipt, jobs: dict[Where, JobPlan] | None = None, created: set[int] | None = None) -> dict[Where, int]:
+        """Raw datasets, or (with *jobs*) processed ones described by their JobPlan; ids created now are added to *created*."""
+        out: dict[Where, int] = {}
         for inv in sorted({w.inv for w in wheres if w.inv in inv_ids}):
             iid = inv_ids[inv]
             keys = [w for w in wheres if w.inv == inv and (w.sample is None or (inv, w.sample) in sample_ids)]
             if not keys:
                 continue
-            type_name = self.processed_dataset_type if processed else self.dataset_type
+            type_name = self.processed_dataset_type if jobs is not None else self.dataset_type
 
-            def make(w: _Where, iid: int = iid, type_name: str = type_name) -> dict[str, Any]:
-                body: dict[str, Any] = {"investigation": {"id": iid}, "name": w.dataset, "type": {"id": self._type_id("DatasetType", type_name)}}
+            def make(w: Where, iid: int = iid, type_name: str = type_name) -> dict[str, Any]:
+                body: dict[str, Any] = {"investigation": {"id": iid}, "name": w.dataset, "type": {"id": self.types.type_id("DatasetType", type_name)}}
                 if w.sample is not None:
                     body["sample"] = {"id": sample_ids[(w.inv, w.sample)]}
+                if jobs is not None:
+                    body["description"] = jobs[w].description
                 return {"Dataset": body}
 
             found = self._found_or_created(
@@ -627,54 +363,117 @@ class IcatSink:
                 query=lambda ks, iid=iid: (f"SELECT x FROM Dataset x WHERE x.investigation.id = {iid} AND x.name IN "
                                            f"({', '.join(quote(str(w.dataset)) for w in ks)}) ORDER BY x.id INCLUDE x.sample"),
                 key_of=lambda row, keys=keys: next((w for w in keys if w.dataset == row["name"]), None),
-                make=make, sample_of=lambda w: sample_ids.get((w.inv, w.sample)) if w.sample is not None else None,
-                before_create=(lambda ws, ents: self._link_inputs(ws, ents, processed)) if processed else None)
+                make=make, sample_of=lambda w: sample_ids.get((w.inv, w.sample)) if w.sample is not None else None, created=created)
             out.update(found)
         return out
 
-    def _link_inputs(self, wheres: list[_Where], entities: list[dict[str, Any]], processed: tuple[Any, ...] | None) -> None:
-        """Create one DataCollection of inputs per new processed dataset; link it in the dataset's own creation."""
-        if processed is None:
-            return
-        raw_for, raw_ids, subjects, provenance = processed
-        collections: list[dict[str, Any]] = []
-        for w, ent in zip(wheres, entities, strict=True):
-            s: Subject = subjects[w]
-            inputs: list[int] = [raw_ids[raw_for[w]]]
-            unresolved: list[str] = []
-            parent_subject = s.at("dataset")
-            for ref in s.inputs:
-                if parent_subject is not None and ref in (parent_subject.id, parent_subject.path):
-                    continue
-                found = self._subject_ds.get(ref)
-                if found is None and "=" in ref:
-                    try:
-                        found = self._subject_ds.get(Subject.parse(ref).id)
-                    except ValidationError:
-                        found = None
-                if found is None:
-                    unresolved.append(ref[:12])
-                elif found not in inputs:
-                    inputs.append(found)
-            prov = provenance.get(w, {})
-            desc = f"mxcat processing {s.processing} of dataset {raw_for[w].dataset}"
-            if prov.get("program"):
-                desc += f" by {prov['program']}" + (f" {prov['version']}" if prov.get("version") else "")
-            if len(inputs) > 1:
-                desc += f"; {len(inputs)} input datasets (ids {', '.join(map(str, inputs))})"
-            if unresolved:
-                desc += f"; inputs not found in ICAT: {', '.join(unresolved)}"
-            ent["Dataset"]["description"] = desc[:NAME_LIMIT]
-            collections.append({"DataCollection": {"dataCollectionDatasets": [{"dataset": {"id": i}} for i in inputs]}})
-        ids = self.client.write(collections)
-        for ent, dc in zip(entities, ids, strict=True):
-            ent["Dataset"]["dataCollectionDatasets"] = [{"dataCollection": {"id": dc}}]
+    # -- how a processed dataset was made: Application, Job, input and output DataCollections ---------------------
 
-    def _found_or_created(self, entity: str, keys: Sequence[Any], owners: dict[Any, list[str]], receipt: Receipt, *, cache: _Lru,
+    def _link_processed(self, done: dict[Where, tuple[int, JobPlan]], created: set[int], owners: dict[Any, list[str]],
+                        receipt: Receipt) -> None:
+        """Give each processed dataset without one a Job: inputs collection -> Job (Application) -> output collection.
+
+        Two writes for the whole batch: the Applications ICAT lacks with the output collections (the
+        processed dataset alone), then the inputs collections with their Job nested. A dataset not
+        created in this batch is looked up first, so that a step done before a failure or a lost
+        answer is found, not repeated."""
+        todo = {w: v for w, v in done.items() if v[0] not in self._linked and not self._all_refused(owners.get(w), receipt)}
+        if not todo:
+            return
+        linked, out_dc = self._link_state(sorted({pid for pid, _ in todo.values()} - created))
+        for pid in linked:
+            self._linked.put(pid, True)
+        todo = {w: v for w, v in todo.items() if v[0] not in linked}
+        app_owners: dict[tuple[str, str], list[str]] = {}
+        for w, (_, plan) in todo.items():
+            app_owners.setdefault(plan.app, []).extend(owners.get(w, []))
+        apps: dict[tuple[str, str], int] = {}
+        for attempt in (1, 2, 3):
+            apps = self._applications(sorted(app_owners))
+            new_apps = [k for k in sorted(app_owners) if k not in apps and not self._all_refused(app_owners[k], receipt)]
+            need = [w for w, (pid, _) in todo.items() if pid not in out_dc and not self._all_refused(owners.get(w), receipt)]
+            if not new_apps and not need:
+                break
+            fid = self.types.facility_id
+            entities = ([{"Application": {"facility": {"id": fid}, "name": k[0], "version": k[1]}} for k in new_apps]
+                        + [{"DataCollection": {"dataCollectionDatasets": [{"dataset": {"id": todo[w][0]}}]}} for w in need])
+            try:
+                got = self._write(entities, [app_owners[k] for k in new_apps] + [owners.get(w, []) for w in need], receipt)
+            except IcatError as err:
+                if err.code == "OBJECT_ALREADY_EXISTS" and attempt < 3:
+                    continue  # another client created an Application meanwhile: look again
+                raise
+            for k, i in zip(new_apps, got[:len(new_apps)], strict=True):
+                if i is not None:
+                    apps[k] = i
+                    self._apps.put(k, i)
+            out_dc.update({todo[w][0]: i for w, i in zip(need, got[len(new_apps):], strict=True) if i is not None})
+            break
+        ready = [w for w, (pid, plan) in todo.items() if pid in out_dc and plan.app in apps and not self._all_refused(owners.get(w), receipt)]
+        if not ready:
+            return
+        entities = [{"DataCollection": {"dataCollectionDatasets": [{"dataset": {"id": i}} for i in todo[w][1].inputs],
+                                        "jobsAsInput": [{"application": {"id": apps[todo[w][1].app]}, "arguments": todo[w][1].arguments,
+                                                         "outputDataCollection": {"id": out_dc[todo[w][0]]}}]}} for w in ready]
+        got = self._write(entities, [owners.get(w, []) for w in ready], receipt)
+        for w, i in zip(ready, got, strict=True):
+            if i is not None:
+                self._linked.put(todo[w][0], True)
+
+    def _applications(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """Ids of the Applications (name, version) of the facility that ICAT has: cached, else looked up."""
+        out = {k: self._apps[k] for k in keys if k in self._apps}
+        want = [k for k in keys if k not in out]
+        for chunk in chunks(want, 50):
+            q = (f"SELECT a FROM Application a WHERE a.facility.id = {self.types.facility_id} AND a.name IN "
+                 f"({', '.join(quote(k[0]) for k in chunk)}) ORDER BY a.id")
+            for item in self.client.search_all(q, self.page_size):
+                row = item["Application"]
+                k = (row["name"], row["version"])
+                if k in chunk:
+                    out[k] = int(row["id"])
+                    self._apps.put(k, out[k])
+        return out
+
+    def _link_state(self, pids: list[int]) -> tuple[set[int], dict[int, int]]:
+        """Of processed datasets ICAT already had: those with a Job (their collection is a Job's output), and an output
+        collection left without its Job (holding the dataset alone, used by no Job) for the others."""
+        colls: dict[int, list[int]] = {}
+        for chunk in chunks(pids, 100):
+            q = (f"SELECT d.dataset.id, d.dataCollection.id FROM DataCollectionDataset d WHERE d.dataset.id IN "
+                 f"({', '.join(map(str, chunk))}) ORDER BY d.id")
+            for pid, dc in self.client.search_all(q, self.page_size):
+                colls.setdefault(int(pid), []).append(int(dc))
+        dcs = sorted({dc for v in colls.values() for dc in v})
+        as_output: set[int] = set()
+        as_input: set[int] = set()
+        members: Counter[int] = Counter()
+        for chunk in chunks(dcs, 100):
+            ids = ", ".join(map(str, chunk))
+            as_output.update(int(x) for x in self.client.search_all(
+                f"SELECT j.outputDataCollection.id FROM Job j WHERE j.outputDataCollection.id IN ({ids}) ORDER BY j.id", self.page_size))
+            as_input.update(int(x) for x in self.client.search_all(
+                f"SELECT j.inputDataCollection.id FROM Job j WHERE j.inputDataCollection.id IN ({ids}) ORDER BY j.id", self.page_size))
+            members.update(int(x) for x in self.client.search_all(
+                f"SELECT d.dataCollection.id FROM DataCollectionDataset d WHERE d.dataCollection.id IN ({ids}) ORDER BY d.id",
+                self.page_size))
+        linked = {pid for pid, v in colls.items() if any(dc in as_output for dc in v)}
+        left: dict[int, int] = {}
+        for pid, v in colls.items():
+            spare = [dc for dc in v if members[dc] == 1 and dc not in as_input and dc not in as_output]
+            if pid not in linked and spare:
+                left[pid] = spare[0]
+        return linked, left
+
+    @staticmethod
+    def _all_refused(envs: list[str] | None, receipt: Receipt) -> bool:
+        return all(e in receipt.rejected for e in envs or ["?"])
+
+    def _found_or_created(self, entity: str, keys: Sequence[Any], owners: dict[Any, list[str]], receipt: Receipt, *, cache: Lru,
                           cache_key: Callable[[Any], Any], query: Callable[[Sequence[Any]], str], key_of: Callable[[dict[str, Any]], Any],
                           make: Callable[[Any], dict[str, Any]], sample_of: Callable[[Any], int | None] | None = None,
-                          before_create: Callable[[list[Any], list[dict[str, Any]]], None] | None = None) -> dict[Any, int]:
-        """Ids of *keys*: from the cache, else looked up (in IN-list chunks), else created in one write.
+                          created: set[int] | None = None) -> dict[Any, int]:
+        """Ids of *keys*: from the cache, else looked up (in IN-list chunks), else created in one write (ids added to *created*).
 
         OBJECT_ALREADY_EXISTS on creation means another writer was faster: look up again (three rounds)."""
         out: dict[Any, int] = {}
@@ -683,8 +482,8 @@ class IcatSink:
             if hit is not None and (sample_of is None or self._sample_ok(k, {"sample": {"id": hit[1]}}, sample_of(k), owners, receipt)):
                 out[k] = hit[0]
         for attempt in (1, 2, 3):
-            missing = [k for k in keys if k not in out and not all(e in receipt.rejected for e in owners.get(k, ["?"]))]
-            for chunk in _chunks(missing, 50):
+            missing = [k for k in keys if k not in out and not self._all_refused(owners.get(k), receipt)]
+            for chunk in chunks(missing, 50):
                 for item in self.client.search_all(query(chunk), self.page_size):
                     row = item[entity]
                     k = key_of(row)
@@ -694,14 +493,11 @@ class IcatSink:
                         continue
                     out[k] = int(row["id"])
                     cache.put(cache_key(k), (out[k], (row.get("sample") or {}).get("id")))
-            missing = [k for k in missing if k not in out and not all(e in receipt.rejected for e in owners.get(k, ["?"]))]
+            missing = [k for k in missing if k not in out and not self._all_refused(owners.get(k), receipt)]
             if not missing:
                 break
-            entities = [make(k) for k in missing]
-            if before_create is not None:
-                before_create(missing, entities)
             try:
-                ids = self._write(entities, [owners.get(k, []) for k in missing], receipt)
+                ids = self._write([make(k) for k in missing], [owners.get(k, []) for k in missing], receipt)
             except IcatError as err:
                 if err.code == "OBJECT_ALREADY_EXISTS" and attempt < 3:
                     continue
@@ -710,13 +506,15 @@ class IcatSink:
                 if i is not None:
                     out[k] = i
                     cache.put(cache_key(k), (i, sample_of(k) if sample_of is not None else None))
+                    if created is not None:
+                        created.add(i)
                     if entity in PARAMETER_ENTITY:
                         self._params.put((PARAMETER_ENTITY[entity][0], i), {})  # new: no parameters yet
             break
-        return {k: i for k, i in out.items() if not all(e in receipt.rejected for e in owners.get(k, ["?"]))}
+        return {k: i for k, i in out.items() if not self._all_refused(owners.get(k), receipt)}
 
     @staticmethod
-    def _sample_ok(w: _Where, row: dict[str, Any], sample_id: int | None, owners: dict[Any, list[str]], receipt: Receipt) -> bool:
+    def _sample_ok(w: Where, row: dict[str, Any], sample_id: int | None, owners: dict[Any, list[str]], receipt: Receipt) -> bool:
         have = (row.get("sample") or {}).get("id")
         if sample_id is None or have is None or int(have) == sample_id:
             return True
@@ -737,7 +535,7 @@ class IcatSink:
                 todo.append(oid)
             else:
                 known[oid] = hit
-        for chunk in _chunks(sorted(todo), 100):
+        for chunk in chunks(sorted(todo), 100):
             for oid in chunk:
                 known[oid] = {}
             q = (f"SELECT p.id, p.{owner_field}.id, p.type.id FROM {entity} p WHERE p.{owner_field}.id IN "
@@ -748,7 +546,7 @@ class IcatSink:
             self._params.put((entity, oid), params)
         return known
 
-    def _write_parameters(self, values: dict[tuple[_Where, int], tuple[str, Any, list[str]]], ids: dict[_Where, int],
+    def _write_parameters(self, values: dict[tuple[Where, int], tuple[str, Any, list[str]]], ids: dict[Where, int],
                           receipt: Receipt) -> None:
         for attempt in (1, 2, 3):
             live = [(w, tid, v) for (w, tid), v in values.items() if w in ids and not all(e in receipt.rejected for e in v[2])]

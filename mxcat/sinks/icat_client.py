@@ -4,10 +4,15 @@ Follows the published REST resources of icat.server (``ICATRest.java``): ``POST 
 the form field ``json = {"plugin": ..., "credentials": [{"username": ...}, {"password": ...}]}``,
 ``GET``/``PUT``/``DELETE /icat/session/{id}`` (``PUT`` refreshes), ``GET /icat/entityManager`` with
 ``sessionId`` and ``query``, ``POST /icat/entityManager`` with the form fields ``sessionId`` and
-``entities`` (a JSON list written in ONE transaction, answering the list of ids), and
-``GET /icat/properties`` (``maxEntities``). Errors come back as ``{"code", "message", "offset"}``
-and become :class:`IcatError`; :func:`sink_error` maps them to ``SinkUnavailable`` / ``SinkRejected``
-through the one table :data:`ICAT_ERRORS`. Sessions are refreshed once half their lifetime has
+``entities`` (a JSON list written in ONE transaction), and ``GET /icat/properties``
+(``maxEntities``). The REST write, and queries that select several attributes
+(``SELECT p.id, p.type.id ...``), came with icat.server 4.7.0: older servers are not supported. A write
+answers the ids of the entities it CREATED only (``EntityBeanManager.write`` skips updates), in
+order; :meth:`IcatClient.write` gives them to the entities sent without an ``id``, and updates keep
+their own. Errors come back as ``{"code", "message", "offset"}`` and become :class:`IcatError`;
+:func:`sink_error` maps them to ``SinkUnavailable`` / ``SinkRejected`` through the one table
+:data:`ICAT_ERRORS`, except that a refused query is always ``SinkUnavailable`` (it is the same for every
+record: a server too old or a bug, never a bad record). Sessions are refreshed once half their lifetime has
 passed, and a request refused with ``SESSION`` logs in again once and is retried. Every call has a
 timeout; transport failures, timeouts and answers that are not ICAT's are ``SinkUnavailable``. The
 password is sent only in the login form and never appears in messages or logs.
@@ -28,39 +33,62 @@ log = logging.getLogger(__name__)
 ICAT_ERRORS: dict[str, tuple[type[SinkError], str]] = {
     "SESSION": (SinkUnavailable, "ICAT refused the session (login failed or expired); records wait in the outbox"),
     "INTERNAL": (SinkUnavailable, "ICAT reported an internal error; will retry"),
-    "INSUFFICIENT_PRIVILEGES": (SinkRejected, "the ICAT user is not allowed to write this"),
+    "INSUFFICIENT_PRIVILEGES": (SinkUnavailable, "the ICAT account lacks a permission mxcat needs (READ on the facility's "
+                                "Investigation/Sample/Dataset/ParameterType, CREATE and UPDATE on Investigation, Sample, Dataset, "
+                                "their parameters, Application, Job, DataCollection and DataCollectionDataset); ask the ICAT "
+                                "administrator to grant it; records wait in the outbox"),
     "BAD_PARAMETER": (SinkRejected, "ICAT refused the request as malformed"),
     "VALIDATION": (SinkRejected, "ICAT refused a value"),
     "OBJECT_ALREADY_EXISTS": (SinkRejected, "ICAT already has this entity"),
     "NO_SUCH_OBJECT_FOUND": (SinkRejected, "ICAT does not have an entity mxcat refers to"),
-    "NOT_IMPLEMENTED": (SinkRejected, "this ICAT server does not implement the call"),
+    "NOT_IMPLEMENTED": (SinkUnavailable, "this ICAT server does not implement a call mxcat needs (icat.server 4.7 or newer is "
+                        "required); records wait in the outbox"),
 }
 """What each ICAT error code means for the outbox: retry later (unavailable) or dead-letter (rejected).
 
-Codes not in the table (a newer server) are treated as unavailable, so that records are kept.
-Connection errors, time-outs and HTTP errors without an ICAT error body are unavailable too."""
+Rejected is for what one record can cause (a value ICAT refuses); whatever would refuse every record
+alike — the account's permissions, a server too old — is unavailable, so that a misconfiguration
+keeps the outbox instead of dead-lettering it. Codes not in the table (a newer server) are treated
+as unavailable too, as are connection errors, time-outs and HTTP errors without an ICAT error body."""
+
+CONFIGURATION_CODES = frozenset({"INSUFFICIENT_PRIVILEGES", "NOT_IMPLEMENTED"})
+"""Codes that say the set-up is wrong (not a record): the sink's health reports them until a batch goes through."""
 
 
 class IcatError(Exception):
-    """An error answered by ICAT: its code, message, HTTP status and, for writes, the failing entity's offset."""
+    """An error answered by ICAT: its code, message, HTTP status, for writes the failing entity's offset, and the call."""
 
-    def __init__(self, code: str, message: str, *, status: int = 0, offset: int | None = None) -> None:
+    def __init__(self, code: str, message: str, *, status: int = 0, offset: int | None = None, call: str = "") -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.status = status
         self.offset = offset
+        self.call = call
+        """``search``, ``write`` or empty (sessions and the rest)."""
 
 
-def sink_error(err: IcatError, sink: str | None = None) -> SinkError:
-    """The SinkUnavailable / SinkRejected for an ICAT error, from :data:`ICAT_ERRORS`."""
+def sink_error(err: IcatError, sink: str | None = None, account: str | None = None) -> SinkError:
+    """The SinkUnavailable / SinkRejected for an ICAT error, from :data:`ICAT_ERRORS`; *account* is named when it lacks a right."""
+    if err.call == "search" and err.code not in ("SESSION", "INSUFFICIENT_PRIVILEGES"):
+        return SinkUnavailable(f"ICAT refused a query mxcat sends, which no record can fix (icat.server 4.7 or newer is required); "
+                               f"records wait in the outbox ({err.code}: {err.message[:300]})", sink=sink)
     cls, what = ICAT_ERRORS.get(err.code, (SinkUnavailable, "ICAT answered an unknown error code; will retry"))
+    if err.code == "INSUFFICIENT_PRIVILEGES" and account:
+        what = what.replace("the ICAT account", f"the ICAT account {account}", 1)
     return cls(f"{what} ({err.code}: {err.message[:300]})", sink=sink)
 
 
 def quote(text: str) -> str:
     """A string literal of the ICAT query language."""
     return "'" + text.replace("'", "''") + "'"
+
+
+def _entity_id(entity: dict[str, Any]) -> int | None:
+    """The ``id`` of ``{"Entity": {"id": ..., ...}}`` (an update), None for a creation."""
+    (body,) = entity.values()
+    i = body.get("id") if isinstance(body, dict) else None
+    return int(i) if i is not None else None
 
 
 class IcatClient:
@@ -198,8 +226,17 @@ class IcatClient:
                 self._max_entities = 10_000
         return self._max_entities
 
+    @property
+    def account(self) -> str:
+        """``plugin/username``, as ICAT names the user in its messages."""
+        return f"{self.plugin}/{self.username}"
+
     def search(self, query: str) -> list[Any]:
-        doc = self._with_session("GET", "/entityManager", params={"query": query})
+        try:
+            doc = self._with_session("GET", "/entityManager", params={"query": query})
+        except IcatError as err:
+            err.call = "search"
+            raise
         if not isinstance(doc, list):
             raise SinkUnavailable("ICAT answered a search with something that is not a list", sink=self.sink)
         return doc
@@ -215,11 +252,23 @@ class IcatClient:
                 return out
 
     def write(self, entities: Sequence[dict[str, Any]]) -> list[int]:
-        """Create (no ``id``) or update (with ``id``) entities in one transaction; their ids in order."""
-        doc = self._with_session("POST", "/entityManager", data={"entities": json.dumps(list(entities), allow_nan=False)})
-        if not isinstance(doc, list) or len(doc) != len(entities):
-            raise SinkUnavailable("ICAT answered a write without one id per entity", sink=self.sink)
-        return [int(x) for x in doc]
+        """Create (no ``id``) or update (with ``id``) entities in one transaction; the id of each, in order.
+
+        ICAT answers the ids of the created entities only, in the order sent: they go to the entities
+        without an ``id``; an update keeps the id it was sent with."""
+        try:
+            doc = self._with_session("POST", "/entityManager", data={"entities": json.dumps(list(entities), allow_nan=False)})
+        except IcatError as err:
+            err.call = "write"
+            raise
+        known = [_entity_id(e) for e in entities]
+        created = sum(1 for k in known if k is None)
+        if not isinstance(doc, list) or len(doc) != created or not all(isinstance(x, int) and not isinstance(x, bool) for x in doc):
+            raise SinkUnavailable(f"ICAT answered a write of {created} new and {len(entities) - created} updated entities with "
+                                  f"{len(doc) if isinstance(doc, list) else 'no list of'} ids; expected one id per new entity",
+                                  sink=self.sink)
+        new = iter(doc)
+        return [k if k is not None else int(next(new)) for k in known]
 
     def close(self) -> None:
         self.logout()

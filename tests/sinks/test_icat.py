@@ -1,9 +1,12 @@
 """The ICAT sink against the reference ICAT REST server (tests/icat_server.py) over real HTTP on 127.0.0.1.
 
 Covers sessions (login, refresh, re-login after expiry), sync-parameter-types (library and CLI),
-raw and processed datasets with their inputs, one value per ParameterType, per-record refusals
-(4000 characters, offsets), races answered OBJECT_ALREADY_EXISTS, paging past the search cap, the
-error table, and an ICAT stopped mid-delivery: records wait in the outbox and arrive once.
+raw and processed datasets with their inputs (ICAT's Job model, redelivered without orphans after a
+failure or a lost answer at any write), one value per ParameterType, writes answered with the ids of
+created entities only, image-range records kept out of ICAT, per-record refusals (4000 characters,
+offsets), races answered OBJECT_ALREADY_EXISTS, paging past the search cap, the error table and what
+no record can fix (permissions, a refused query, a missing facility: records wait, health() says it),
+and an ICAT stopped mid-delivery: records wait in the outbox and arrive once.
 """
 
 from __future__ import annotations
@@ -217,6 +220,20 @@ def test_levels_tables_and_value_types(sink, server, dataset, caplog):
     assert values_by_type(server, "SampleParameter") == {"mmcat_sample.protein_acronym": "LYSO"}
 
 
+def provenance_of(srv: IcatServer, pid: int) -> list[tuple[set[int], set[int], tuple[str, str], str]]:
+    """Each Job whose output collection holds dataset *pid*: (input datasets, output datasets, (program, version), arguments)."""
+    def members(dc: int) -> set[int]:
+        return {r["dataset"] for r in srv.rows("DataCollectionDataset", dataCollection=dc)}
+
+    out = []
+    for link in srv.rows("DataCollectionDataset", dataset=pid):
+        for job in srv.rows("Job", outputDataCollection=link["dataCollection"]):
+            app = srv.rows("Application", id=job["application"])[0]
+            out.append((members(job["inputDataCollection"]), members(job["outputDataCollection"]), (app["name"], app["version"]),
+                        job["arguments"]))
+    return out
+
+
 def test_raw_and_processed_datasets_with_inputs(sink, server, onto, dataset):
     d2 = dataset.child(dataset="lyso1_1_2")
     sink.put([Record(d, "mmcat_collection.exposure_time", 0.01, "seconds", Provenance(run="c")).to_envelope() for d in (dataset, d2)])
@@ -229,16 +246,56 @@ def test_raw_and_processed_datasets_with_inputs(sink, server, onto, dataset):
     p = ds["lyso1_1_1_xia2-merge"]
     assert server.rows("DatasetType", id=p["type"])[0]["name"] == "processed" and p["sample"] == ds["lyso1_1_1"]["sample"]
     assert "xia2 3.1" in p["description"] and "not found in ICAT: ffffffffffff" in p["description"]
-    (link,) = server.rows("DataCollectionDataset", dataset=p["id"])
-    members = {r["dataset"] for r in server.rows("DataCollectionDataset", dataCollection=link["dataCollection"])}
-    assert members == {p["id"], ds["lyso1_1_1"]["id"], ds["lyso1_1_2"]["id"]}
+    # ICAT's provenance model: inputs -> Job (Application xia2 3.1) -> output; the output is not among the inputs
+    ((inputs, outputs, app, args),) = provenance_of(server, p["id"])
+    assert inputs == {ds["lyso1_1_1"]["id"], ds["lyso1_1_2"]["id"]} and outputs == {p["id"]}
+    assert app == ("xia2", "3.1") and "xia2-merge" in args and "ffffffffffff" in args
     assert values_by_type(server, dataset=p["id"]) == {"reflns.d_resolution_high": 1.5, "reflns_shell.outer.pdbx_CC_half": 0.45}
-    # a sink that starts cold finds the processed dataset and does not link it again
+    # a sink that starts cold finds the processed dataset and its Job, and links nothing again
     cold = make_sink(server, onto)
-    more = [Record(proc, "reflns.d_resolution_high", 1.4, "angstroms", Provenance(run="p2")).to_envelope()]
+    more = [Record(proc, "reflns.d_resolution_high", 1.4, "angstroms", Provenance(run="p2", program="xia2", version="3.1")).to_envelope()]
     assert cold.put(more).stored == [more[0]["id"]]
-    assert server.count("Dataset") == 3 and server.count("DataCollection") == 1
+    assert server.count("Dataset") == 3 and server.count("DataCollection") == 2 and server.count("Job") == 1
     assert values_by_type(server, dataset=p["id"])["reflns.d_resolution_high"] == 1.4
+    # a second processing of the same dataset by another program: its own Job and Application
+    other = Record(dataset.child(processing="autoPROC"), "reflns.d_resolution_high", 1.6, "angstroms",
+                   Provenance(run="p3", program="autoPROC")).to_envelope()
+    assert sink.put([other]).stored == [other["id"]]
+    q = server.rows("Dataset", name="lyso1_1_1_autoPROC")[0]
+    assert [(i, o, a) for i, o, a, _ in provenance_of(server, q["id"])] == [({ds["lyso1_1_1"]["id"]}, {q["id"]},
+                                                                            ("autoPROC", "unspecified"))]
+    assert server.count("Application") == 2 and server.count("Job") == 2
+
+
+@pytest.mark.parametrize("step", [0, 1, 2, 3])
+@pytest.mark.parametrize("how", ["lost", "failed"])
+def test_a_processed_dataset_write_failed_at_any_step_is_redelivered_without_orphans(sink, server, dataset, step, how):
+    """The writes: processed dataset; Application + output collection; inputs collection + Job; parameters. One fails (or ICAT
+    commits it and the answer is lost); redelivery finds what was done and finishes, leaving exactly one of everything."""
+    sink.put([Record(dataset, "mmcat_collection.exposure_time", 0.01, "seconds", Provenance(run="c")).to_envelope()])
+    env = Record(dataset.child(processing="autoproc"), "reflns.d_resolution_high", 1.5, "angstroms",
+                 Provenance(run="p1", program="autoPROC", version="1.0")).to_envelope()
+    writes: list[list[str]] = []
+
+    def at_step(top: list[dict]) -> None:
+        writes.append([next(iter(e)) for e in top])
+        if len(writes) == step + 1:
+            if how == "failed":
+                raise RuntimeError("ICAT fell over")  # answered INTERNAL, nothing written
+            server.lose_responses()  # written, and the answer never arrives
+
+    server.before_write = at_step
+    with pytest.raises(SinkUnavailable):
+        sink.put([env])
+    assert writes[step] == [["Dataset"], ["Application", "DataCollection"], ["DataCollection"], ["DatasetParameter"]][step]
+    server.before_write = None
+    assert sink.put([env]).stored == [env["id"]]
+    p = server.rows("Dataset", name="lyso1_1_1_autoproc")[0]
+    assert server.count("Dataset") == 2 and server.count("Application") == 1 and server.count("Job") == 1
+    assert server.count("DataCollection") == 2  # inputs and output, nothing left over
+    ((inputs, outputs, app, _),) = provenance_of(server, p["id"])
+    assert inputs == {server.rows("Dataset", name="lyso1_1_1")[0]["id"]} and outputs == {p["id"]} and app == ("autoPROC", "1.0")
+    assert values_by_type(server, dataset=p["id"]) == {"reflns.d_resolution_high": 1.5}
 
 
 def test_one_value_per_type_updates_instead_of_duplicating(sink, server, onto, numeric_keys, dataset):
@@ -254,6 +311,70 @@ def test_one_value_per_type_updates_instead_of_duplicating(sink, server, onto, n
     twice = records(dataset, keys[:1], "r4", 4.0) + records(dataset, keys[:1], "r5", 5.0)
     r = sink.put(twice)  # two values of one key in one batch: the last one wins, both acknowledged
     assert len(r.stored) == 2 and values_by_type(server)[keys[0][0]] == 5.0 and server.count("DatasetParameter") == 10
+
+
+def test_updates_are_answered_without_ids_as_icat_does(sink, server, onto, numeric_keys, dataset):
+    """icat.server answers a write with the ids of the entities it created only: a batch of updates gets [] and must pass."""
+    keys = numeric_keys[:3]
+    assert len(sink.put(records(dataset, keys, "r1", 1.0)).stored) == 3
+    ids = {p["type"]: p["id"] for p in server.rows("DatasetParameter")}
+    r = sink.put(records(dataset, keys, "r2", 5.0))  # all three are updates
+    assert len(r.stored) == 3 and not r.rejected
+    assert sorted(values_by_type(server).values()) == pytest.approx([5.0, 5.01, 5.02])
+    r = sink.put(records(dataset, numeric_keys[:5], "r3", 7.0))  # three updates and two creations in one write
+    assert len(r.stored) == 5 and server.count("DatasetParameter") == 5
+    assert {p["type"]: p["id"] for p in server.rows("DatasetParameter") if p["type"] in ids} == ids  # updated in place
+    assert sorted(values_by_type(server).values()) == pytest.approx([7.0, 7.01, 7.02, 7.03, 7.04])
+    # the client gives the created ids to the entities sent without one, in order, and updates keep theirs
+    (ds,) = server.rows("Dataset")
+    pt = {r["name"]: r["id"] for r in server.rows("ParameterType")}
+    pid = next(iter(ids.values()))
+    got = sink.client.write([{"Sample": {"investigation": {"id": ds["investigation"]}, "name": "new1"}},
+                             {"DatasetParameter": {"id": pid, "numericValue": 9.0}},
+                             {"Sample": {"investigation": {"id": ds["investigation"]}, "name": "new2"}}])
+    assert got == [server.rows("Sample", name="new1")[0]["id"], pid, server.rows("Sample", name="new2")[0]["id"]]
+    assert pt and sink.client.write([{"DatasetParameter": {"id": pid, "numericValue": 9.5}}]) == [pid]
+
+
+def test_a_lost_answer_after_icat_committed_is_redelivered_without_duplicates(tmp_path, sink, server, numeric_keys, dataset):
+    """ICAT commits a write and the answer is lost (the client sees a connection error): the outbox delivers the batch again,
+    which finds what was written and updates it, for creations and updates alike."""
+    box = Outbox(tmp_path / "outbox.sqlite")
+    d = Deliverer(box, {"icat": sink}, batch_size=50, backoff=Backoff(initial=0.01, maximum=0.01, jitter=0.0))
+
+    def lose_the_parameters_answer(top: list[dict]) -> None:
+        if any("DatasetParameter" in e for e in top):
+            server.before_write = None
+            server.lose_responses()
+
+    for run, base in (("r1", 1.0), ("r2", 2.0)):  # r1 creates the dataset and its parameters, r2 updates them
+        box.put(records(dataset, numeric_keys[:6], run, base), ["icat"])
+        server.before_write = lose_the_parameters_answer
+        s = d.drain()
+        assert s.delivered == 0 and s.retried == 6 and box.pending("icat") == 6
+        assert server.count("DatasetParameter") == 6  # ICAT has them already
+        deadline = time.monotonic() + 10
+        while box.pending("icat") and time.monotonic() < deadline:
+            time.sleep(0.02)
+            d.drain()
+        assert box.pending("icat") == 0 and not box.dead_letters("icat")
+        assert server.count("Dataset") == 1 and server.count("DatasetParameter") == 6
+        assert sorted(values_by_type(server).values()) == pytest.approx([base + i / 100 for i in range(6)])
+    box.close()
+
+
+def test_image_range_records_are_acknowledged_and_never_overwrite_the_dataset(sink, server, dataset, caplog):
+    own = Record(dataset, "mmcat_collection.exposure_time", 0.01, "seconds", Provenance(run="a")).to_envelope()
+    ranges = [Record(dataset.child(image_range=r), "mmcat_collection.exposure_time", v, "seconds", Provenance(run="a")).to_envelope()
+              for r, v in (("1-100", 0.02), ("101-200", 0.05))]
+    with caplog.at_level(logging.WARNING, logger="mxcat.sinks.icat"):
+        assert sink.put([own]).stored == [own["id"]]
+        r = sink.put(ranges)
+        r2 = sink.put(ranges[:1])
+    assert sorted(r.stored) == sorted(e["id"] for e in ranges) and not r.rejected and r2.stored == [ranges[0]["id"]]
+    assert values_by_type(server) == {"mmcat_collection.exposure_time": 0.01}  # the dataset's own value stays
+    assert server.count("DatasetParameter") == 1
+    assert sum("image-range records stay in the embedded catalogue" in m for m in caplog.messages) == 1
 
 
 def test_a_dataset_name_of_another_sample_is_refused_with_a_hint(sink, server, onto, dataset):
@@ -343,13 +464,13 @@ def test_paging_past_the_search_cap(onto, numeric_keys, dataset):
 
 def test_the_error_table():
     assert {code: cls for code, (cls, _) in ICAT_ERRORS.items()} == {
-        "SESSION": SinkUnavailable, "INTERNAL": SinkUnavailable, "INSUFFICIENT_PRIVILEGES": SinkRejected, "BAD_PARAMETER": SinkRejected,
-        "VALIDATION": SinkRejected, "OBJECT_ALREADY_EXISTS": SinkRejected, "NO_SUCH_OBJECT_FOUND": SinkRejected,
-        "NOT_IMPLEMENTED": SinkRejected}
+        "SESSION": SinkUnavailable, "INTERNAL": SinkUnavailable, "INSUFFICIENT_PRIVILEGES": SinkUnavailable,
+        "BAD_PARAMETER": SinkRejected, "VALIDATION": SinkRejected, "OBJECT_ALREADY_EXISTS": SinkRejected,
+        "NO_SUCH_OBJECT_FOUND": SinkRejected, "NOT_IMPLEMENTED": SinkUnavailable}
     assert isinstance(sink_error(IcatError("FROM_A_NEWER_ICAT", "?"), "icat"), SinkUnavailable)
 
 
-@pytest.mark.parametrize("code, expected", [("INTERNAL", SinkUnavailable), ("NOT_IMPLEMENTED", SinkRejected),
+@pytest.mark.parametrize("code, expected", [("INTERNAL", SinkUnavailable), ("NOT_IMPLEMENTED", SinkUnavailable),
                                             ("BAD_PARAMETER", SinkRejected), ("VALIDATION", SinkRejected),
                                             ("FROM_A_NEWER_ICAT", SinkUnavailable)])
 def test_icat_errors_of_a_whole_batch_map_through_the_table(sink, server, numeric_keys, dataset, code, expected):
@@ -360,10 +481,7 @@ def test_icat_errors_of_a_whole_batch_map_through_the_table(sink, server, numeri
     assert len(sink.put(records(dataset, numeric_keys[:3])).stored) == 3  # once ICAT is well again
 
 
-def test_transport_and_permission_errors(sink, server, onto, numeric_keys, dataset):
-    reader = make_sink(server, onto, username="reader", password="pw")
-    with pytest.raises(SinkRejected, match="not allowed"):
-        reader.put(records(dataset, numeric_keys[:2]))
+def test_transport_errors(sink, server, onto, numeric_keys, dataset):
     server.inject("INTERNAL", body="<html>502 Bad Gateway</html>", status=502)
     with pytest.raises(SinkUnavailable, match="without an ICAT error"):
         sink.put(records(dataset, numeric_keys[:2]))
@@ -371,6 +489,44 @@ def test_transport_and_permission_errors(sink, server, onto, numeric_keys, datas
     with pytest.raises(SinkUnavailable, match="unreachable"):
         gone.put(records(dataset, numeric_keys[:2]))
     assert not gone.health().ok
+
+
+def test_an_account_without_rights_keeps_the_outbox_and_says_so(tmp_path, server, onto, numeric_keys, dataset):
+    """INSUFFICIENT_PRIVILEGES is the account's problem, not the records': they wait (none dead-lettered) and health() names it."""
+    make_sink(server, onto).sync_parameter_types()
+    reader = make_sink(server, onto, username="reader", password="pw")
+    assert reader.health().ok
+    with pytest.raises(SinkUnavailable, match="account simple/reader lacks a permission") as ex:
+        reader.put(records(dataset, numeric_keys[:2]))
+    assert "INSUFFICIENT_PRIVILEGES" in str(ex.value) and "administrator" in str(ex.value)
+    h = reader.health()
+    assert not h.ok and "simple/reader" in h.detail
+    box = Outbox(tmp_path / "outbox.sqlite")
+    d = Deliverer(box, {"icat": reader}, batch_size=8, backoff=Backoff(initial=0.01, maximum=0.01, jitter=0.0))
+    box.put(records(dataset, numeric_keys[:16]), ["icat"])
+    s = d.drain()
+    assert s.dead == 0 and s.delivered == 0 and box.pending("icat") == 16 and not box.dead_letters("icat")
+    server.readonly.clear()  # the administrator grants the rights: the same records go through, and health() is good again
+    time.sleep(0.05)
+    assert d.drain().delivered == 16 and reader.health().ok
+    box.close()
+
+
+def test_a_facility_icat_lacks_keeps_the_records_and_health_says_so(server, onto, numeric_keys, dataset):
+    s = IcatSink("icat", url=server.url, username="mxcat", password="secret", facility="NOWHERE", timeout=5.0, ontology=onto)
+    assert s.health().ok  # reachable, and the account logs in
+    with pytest.raises(SinkUnavailable, match="no Facility named 'NOWHERE'"):
+        s.put(records(dataset, numeric_keys[:2]))
+    assert not s.health().ok and "NOWHERE" in s.health().detail
+
+
+def test_a_query_icat_refuses_keeps_the_records(sink, server, numeric_keys, dataset):
+    """A search refused as BAD_PARAMETER (a server too old for a query) is the same for every record: unavailable, not rejected."""
+    server.inject("BAD_PARAMETER", "query not understood", method="GET", route="/icat/entityManager")
+    with pytest.raises(SinkUnavailable, match="refused a query"):
+        sink.put(records(dataset, numeric_keys[:2]))
+    assert not sink.health().ok
+    assert len(sink.put(records(dataset, numeric_keys[:2])).stored) == 2 and sink.health().ok
 
 
 def test_entities_deleted_in_icat_are_found_again(sink, server, numeric_keys, dataset):
