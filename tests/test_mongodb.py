@@ -21,6 +21,7 @@ from mxcat.outbox import Outbox  # noqa: E402
 from mxcat.query import parse  # noqa: E402
 from mxcat.records import Batch, Provenance, Record, Subject, Table  # noqa: E402
 from mxcat.sinks.mongodb import MongoSink  # noqa: E402
+from tests.helpers.delivery import drain_until_delivered  # noqa: E402
 from tests.mongo_server import NxServer, external_uri  # noqa: E402
 
 
@@ -151,13 +152,7 @@ def test_server_restart_mid_delivery_loses_nothing(tmp_path, server, dataset):
     assert {r.state for r in box.status()} == {"DONE", "PENDING"}
 
     server.start()  # back, with its data
-    import time
-
-    deadline = time.monotonic() + 30
-    delivered = 0
-    while time.monotonic() < deadline and box.pending("mongo"):
-        time.sleep(0.1)
-        delivered += d.drain().delivered
+    delivered = drain_until_delivered(d, box, "mongo", timeout=30, pause=0.1)
     assert box.pending("mongo") == 0 and delivered == 25
     check = pymongo.MongoClient(server.uri, serverSelectionTimeoutMS=3000)[db]
     assert check.records.count_documents({}) == 50

@@ -27,6 +27,7 @@ from mxcat.records import Provenance, Record, Subject, Table  # noqa: E402
 from mxcat.sinks import create  # noqa: E402
 from mxcat.sinks.icat import IcatSink, key_plans  # noqa: E402
 from mxcat.sinks.icat_client import ICAT_ERRORS, IcatError, sink_error  # noqa: E402
+from tests.helpers.delivery import drain_until_delivered  # noqa: E402
 from tests.icat_server import IcatServer  # noqa: E402
 from tests.mongo_server import free_port  # noqa: E402
 
@@ -551,11 +552,7 @@ def test_icat_stopped_mid_delivery_records_wait_in_the_outbox_and_arrive_once(tm
     assert s.delivered == 0 and s.retried > 0 and box.pending("icat") == 60
     assert {r.state for r in box.status()} == {"DONE", "PENDING"}
     server.start()  # back, with its data and the sink's session
-    deadline = time.monotonic() + 20
-    delivered = 0
-    while time.monotonic() < deadline and box.pending("icat"):
-        time.sleep(0.05)
-        delivered += d.drain().delivered
+    delivered = drain_until_delivered(d, box, "icat")
     assert box.pending("icat") == 0 and delivered == 60
     params = server.rows("DatasetParameter")
     assert len(params) == 120 and len({(p["dataset"], p["type"]) for p in params}) == 120

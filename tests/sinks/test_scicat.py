@@ -32,6 +32,7 @@ from mxcat.outbox import Outbox  # noqa: E402
 from mxcat.records import Provenance, Record, Subject, Table  # noqa: E402
 from mxcat.sinks import create  # noqa: E402
 from mxcat.sinks.scicat import MERGE_PATCH, SciCatSink, dataset_pid, decode_key, encode_key, error_class  # noqa: E402
+from tests.helpers.delivery import drain_until_delivered  # noqa: E402
 from tests.scicat_server import SciCatServer, mathjs_unit_ok  # noqa: E402
 
 PROV = Provenance(run="r1", program="autoPROC", version="1.0.5", source="/data/visitor/mx2532/id30a1/proc/autoPROC/summary.xml",
@@ -382,11 +383,7 @@ def test_server_dies_mid_batch_records_wait_and_arrive_once(tmp_path, dataset, a
         written = sum(1 for pid in srv.datasets if pid in {dataset_pid(dataset.child(dataset=f"e{i}")) for i in range(6)})
         assert 0 < written < 6
         srv.start()  # back on the same port, with its data
-        deadline = time.monotonic() + 15
-        delivered = 0
-        while time.monotonic() < deadline and box.pending("scicat"):
-            time.sleep(0.05)
-            delivered += d.drain().delivered
+        delivered = drain_until_delivered(d, box, "scicat", timeout=15)
         assert box.pending("scicat") == 0 and delivered == 30
         assert len(srv.datasets) == 9
         for i in range(6):
