@@ -14,7 +14,7 @@ from mxcat.live.kernels import radial_spots as rs
 from mxcat.live.kernels.geometry import sentinel_for
 
 
-def reference(frame, c, *, snr_seed=7.0, snr_grow=3.0, min_spot_size=3, max_spot_size=1000, model_step=16, iterations=2,
+def reference(frame, c, *, snr_seed=8.0, snr_grow=3.0, min_spot_size=3, max_spot_size=1000, model_step=16, iterations=2,
               saturation=None):
     """Every definition of radial_spots written out plainly."""
     t = rs.BlockTables(c)
