@@ -104,8 +104,22 @@ def _description(item: ItemDef, selector: str | None) -> str:
     return text[:255] if len(text) > 255 else text
 
 
+def scicat_field_name(key: str) -> str:
+    """The ``scientificMetadata`` field name of a flat mmCAT key, as the scicat sink stores it:
+    ``reflns.d_resolution_high`` -> ``reflns%2Ed_resolution_high`` (MongoDB, under SciCat, cannot
+    address field names with dots; ``%`` and a leading ``$`` are escaped the same way)."""
+    out = key.replace("%", "%25").replace(".", "%2E").replace("\x00", "%00")
+    return "%24" + out[1:] if out.startswith("$") else out
+
+
+def scicat_key_of(name: str) -> str:
+    """The flat key behind a field name written by :func:`scicat_field_name` (or by SciCat's own encoding)."""
+    return name.replace("%2E", ".").replace("%2e", ".").replace("%24", "$").replace("%00", "\x00").replace("%25", "%")
+
+
 def scicat_schema(onto: Ontology) -> dict[str, Any]:
-    """JSON Schema for SciCat ``scientificMetadata`` built from mmCAT."""
+    """JSON Schema for SciCat ``scientificMetadata`` built from mmCAT, keyed by the field names the
+    scicat sink writes (:func:`scicat_field_name`); each property names its mmCAT key in ``x-mmcat-key``."""
     props: dict[str, Any] = {}
     for key, item, selector in exported_keys(onto):
         value: dict[str, Any]
@@ -129,6 +143,7 @@ def scicat_schema(onto: Ontology) -> dict[str, Any]:
                 value["maximum" if hi_closed else "exclusiveMaximum"] = rng.maximum
         entry: dict[str, Any] = {
             "type": "object",
+            "x-mmcat-key": key,
             "title": item.label or key,
             "description": _description(item, selector),
             "properties": {"value": value},
@@ -136,7 +151,7 @@ def scicat_schema(onto: Ontology) -> dict[str, Any]:
         }
         if item.is_numeric:
             entry["properties"]["unit"] = {"type": "string", "const": onto.units.spelling(item.units or "none", "scicat")}
-        props[key] = entry
+        props[scicat_field_name(key)] = entry
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://mxcat.invalid/schemas/mmcat-scientific-metadata.json",

@@ -27,6 +27,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mxcat.errors import UnknownKeyError
+from mxcat.ontology.export import scicat_field_name as encode_key
+from mxcat.ontology.export import scicat_key_of as decode_key  # noqa: F401 - re-exported by mxcat.sinks.scicat
 from mxcat.records import Subject
 from mxcat.sinks import Envelope
 
@@ -34,17 +36,6 @@ BODY_LIMIT = 16 * 1024 * 1024
 """The SciCat backend's JSON body limit (``json({limit: "16mb"})``)."""
 DEFAULT_MAX_BODY = BODY_LIMIT - 256 * 1024
 PID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://mxcat.invalid/sinks/scicat/dataset")
-
-
-def encode_key(key: str) -> str:
-    """A scientificMetadata field name for a flat mmCAT key: ``reflns.d_resolution_high`` -> ``reflns%2Ed_resolution_high``."""
-    out = key.replace("%", "%25").replace(".", "%2E").replace("\x00", "%00")
-    return "%24" + out[1:] if out.startswith("$") else out
-
-
-def decode_key(name: str) -> str:
-    """The flat key behind a field name written by :func:`encode_key` (or by SciCat's own encoding)."""
-    return name.replace("%2E", ".").replace("%2e", ".").replace("%24", "$").replace("%00", "\x00").replace("%25", "%")
 
 
 def dataset_pid(subject: Subject | str, prefix: str = "mxcat") -> str:

@@ -7,7 +7,13 @@ import json
 import jsonschema
 import pytest
 
-from mxcat.ontology.export import icat_parameter_types, markdown_reference, scicat_schema
+from mxcat.ontology.export import (
+    icat_parameter_types,
+    markdown_reference,
+    scicat_field_name,
+    scicat_key_of,
+    scicat_schema,
+)
 
 
 @pytest.mark.parametrize("names", ["mmcat", "esrf"])
@@ -42,18 +48,21 @@ def test_scicat_schema_accepts_good_metadata_and_rejects_bad(onto):
     schema = scicat_schema(onto)
     jsonschema.Draft202012Validator.check_schema(schema)
     v = jsonschema.Draft202012Validator(schema)
+    f = scicat_field_name  # the field names the scicat sink writes
     good = {
-        "reflns.d_resolution_high": {"value": 1.6, "unit": "angstrom"},
-        "reflns_shell.outer.pdbx_CC_half": {"value": 0.4, "unit": ""},
-        "mmcat_processing.status": {"value": "success"},
-        "diffrn.ambient_temp": {"value": 100.0, "unit": "K"},
+        f("reflns.d_resolution_high"): {"value": 1.6, "unit": "angstrom"},
+        f("reflns_shell.outer.pdbx_CC_half"): {"value": 0.4, "unit": ""},
+        f("mmcat_processing.status"): {"value": "success"},
+        f("diffrn.ambient_temp"): {"value": 100.0, "unit": "K"},
     }
     assert list(v.iter_errors(good)) == []
-    for bad in ({"reflns.d_resolution_high": {"value": -1.0, "unit": "angstrom"}},
-                {"reflns.d_resolution_high": {"value": 1.6, "unit": "angstroms"}},
-                {"mmcat_processing.status": {"value": "great"}},
-                {"reflns.percent_possible_obs": {"value": 101, "unit": "percent"}}):
+    for bad in ({f("reflns.d_resolution_high"): {"value": -1.0, "unit": "angstrom"}},
+                {f("reflns.d_resolution_high"): {"value": 1.6, "unit": "angstroms"}},
+                {f("mmcat_processing.status"): {"value": "great"}},
+                {f("reflns.percent_possible_obs"): {"value": 101, "unit": "percent"}}):
         assert list(v.iter_errors(bad)), bad
+    assert schema["properties"][f("reflns.d_resolution_high")]["x-mmcat-key"] == "reflns.d_resolution_high"
+    assert all(scicat_key_of(name) == p["x-mmcat-key"] and "." not in name for name, p in schema["properties"].items())
 
 
 def test_scicat_units_avoid_spellings_its_converter_rejects(onto):
