@@ -98,7 +98,7 @@ data = img.astype(np.float32); data[mask] = 0
 yy, xx = np.mgrid[0:ny, 0:nx]
 rmap = np.hypot(yy - ny / 2, xx - nx / 2).astype(np.float32)
 for fast in (False, True):
-    params = dict(max_num_peaks=2048, adc_threshold=0.0, minimum_snr=6.0, min_pixel_count=2, max_pixel_count=200,
+    params = dict(max_num_peaks=20000, adc_threshold=0.0, minimum_snr=6.0, min_pixel_count=2, max_pixel_count=200,
                   local_bg_radius=3, min_res=0, max_res=100000, bad_pixel_map_filename=None,
                   bad_pixel_map_hdf5_path=None, fast_mode=fast)
     pf = Peakfinder8PeakDetection(radius_pixel_map=rmap, layout_info=dict(asic_nx=nx, asic_ny=ny, nasics_x=1, nasics_y=1),
