@@ -62,7 +62,8 @@ def _fill_geometry(ny, nx, bcx, bcy, px, py, dist, wl, polf, solid, dstar2, weig
                 w *= 0.5 * (1.0 + cos2t * cos2t - polf * cos2phi * sin2)
             if solid:
                 w *= cos2t * cos2t * cos2t
-            weight[j, i] = 1.0 / w
+            if weight.shape[0] == ny:  # a 1x1 placeholder when no correction is asked for
+                weight[j, i] = 1.0 / w
 
 
 @numba.njit(cache=True)
@@ -145,7 +146,8 @@ class SeriesConstants:
         ny, nx = (int(shape[0]), int(shape[1]))
         ok = _ok_from_mask(mask, (ny, nx))
         dstar2 = np.empty((ny, nx), np.float32)
-        weight = np.empty((ny, nx), np.float32)
+        use_weight = polarisation_factor is not None or solid_angle
+        weight = np.empty((ny, nx) if use_weight else (1, 1), np.float32)  # no frame-sized array when unused
         polf = -1.0 if polarisation_factor is None else float(polarisation_factor)
         _fill_geometry(ny, nx, float(beam_centre_x), float(beam_centre_y), float(pixel_size_x), float(pixel_size_y),
                        float(distance), float(wavelength), polf, bool(solid_angle), dstar2, weight)
@@ -155,11 +157,10 @@ class SeriesConstants:
         else:
             lo, hi = (float(dstar2_limits[0]), float(dstar2_limits[1]))
         ring_c = np.array([1.0 / (d * d) for d in ice_rings_d], np.float64)
-        bins = np.empty((ny, nx), np.int32)
+        bins = np.empty((ny, nx), np.int16 if n_bins < 32767 else np.int32)
         ice = np.zeros((ny, nx), np.int8)
         near = np.zeros((ny, nx), np.int8)
         _fill_bins(dstar2, ok, lo, hi, int(n_bins), ring_c, float(ice_half_width), bins, ice, near)
-        use_weight = polarisation_factor is not None or solid_angle
         return cls(shape=(ny, nx), has_geometry=True, beam_centre_x=float(beam_centre_x), beam_centre_y=float(beam_centre_y),
                    ok=ok, radial_bin=bins, radial_edges=np.linspace(lo, hi, int(n_bins) + 1), radial_axis="dstar2",
                    pixel_size_x=float(pixel_size_x), pixel_size_y=float(pixel_size_y), distance=float(distance),

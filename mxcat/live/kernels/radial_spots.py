@@ -63,21 +63,14 @@ class BlockTables:
             coord, bcx, bcy = np.zeros((1, 1), np.float32), constants.beam_centre_x, constants.beam_centre_y
         use_w = constants.radial_weight is not None
         weight = constants.radial_weight if use_w else np.zeros((1, 1), np.float32)
-        bsum, bn, bw, bad_blocks = _block_geometry(coord, constants.has_geometry, bcx, bcy, constants.ok, weight, use_w,
-                                                   nby, nbx)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            bc = bsum / bn
         edges = constants.radial_edges
         nb = len(edges) - 1
-        idx = np.floor((bc - edges[0]) * (nb / (edges[-1] - edges[0])))
-        inside = (bn > 0) & (bc >= edges[0]) & (bc <= edges[-1])
-        self.bin = np.where(inside, np.clip(idx, 0, nb - 1), -1).astype(np.int16 if nb < 32767 else np.int32)
+        self.bin = np.empty((nby, nbx), np.int16 if nb < 32767 else np.int32)
+        self.weight = np.zeros((nby, nbx)) if use_w else None
+        bad_blocks = _block_geometry(coord, constants.has_geometry, bcx, bcy, constants.ok, weight, use_w,
+                                     float(edges[0]), float(edges[-1]), nb, self.bin,
+                                     self.weight if use_w else np.zeros((1, 1)))
         self.n_bins = nb
-        if use_w:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                self.weight = np.where(bn > 0, bw / bn, 0.0)
-        else:
-            self.weight = None
         centres = 0.5 * (edges[:-1] + edges[1:])
         code = np.zeros(nb, np.int8)
         if constants.has_geometry and len(constants.ice_dstar2):
@@ -111,31 +104,43 @@ class BlockTables:
 
 
 @numba.njit(cache=True)
-def _block_geometry(coord, geometric, bcx, bcy, ok, weight, use_weight, nby, nbx):
-    """Per 2x2 block: sum of the coordinate (d*², or radius from (bcx, bcy) when not
-    ``geometric``) and of the weights over its unmasked pixels, their number, and whether any
-    pixel is masked. One pass, no frame-sized temporaries."""
+def _block_geometry(coord, geometric, bcx, bcy, ok, weight, use_weight, lo, hi, n_bins, bins, bweight):
+    """Per 2x2 block: its profile bin from the mean coordinate (d*², or radius from (bcx, bcy) when
+    not ``geometric``) of its unmasked pixels (−1: none, or outside [lo, hi]), into ``bins``; the
+    mean weight of those pixels into ``bweight`` (when ``use_weight``); returns whether each block
+    holds a masked pixel. Two block rows of sums at a time: no frame-sized temporaries."""
     ny, nx = ok.shape
-    bsum = np.zeros((nby, nbx))
-    bn = np.zeros((nby, nbx))
-    bw = np.zeros((nby, nbx))
+    nby, nbx = bins.shape
     bad = np.zeros((nby, nbx), np.bool_)
-    for j in range(ny):
-        for i in range(nx):
-            by = j >> 1
-            bx = i >> 1
-            if ok[j, i] == 0:
-                bad[by, bx] = True
-                continue
-            if geometric:
-                c = float(coord[j, i])
-            else:
-                c = np.hypot(i + 0.5 - bcx, j + 0.5 - bcy)
-            bsum[by, bx] += c
-            bn[by, bx] += 1.0
-            if use_weight:
-                bw[by, bx] += float(weight[j, i])
-    return bsum, bn, bw, bad
+    bsum = np.zeros(nbx)
+    bn = np.zeros(nbx)
+    bw = np.zeros(nbx)
+    scale = n_bins / (hi - lo)
+    for by in range(nby):
+        bsum[:] = 0.0
+        bn[:] = 0.0
+        bw[:] = 0.0
+        for j in range(2 * by, min(2 * by + 2, ny)):
+            for i in range(nx):
+                bx = i >> 1
+                if ok[j, i] == 0:
+                    bad[by, bx] = True
+                    continue
+                c = float(coord[j, i]) if geometric else np.hypot(i + 0.5 - bcx, j + 0.5 - bcy)
+                bsum[bx] += c
+                bn[bx] += 1.0
+                if use_weight:
+                    bw[bx] += float(weight[j, i])
+        for bx in range(nbx):
+            b = -1
+            if bn[bx] > 0:
+                c = bsum[bx] / bn[bx]
+                if lo <= c <= hi:
+                    b = min(int(np.floor((c - lo) * scale)), n_bins - 1)
+                if use_weight:
+                    bweight[by, bx] = bw[bx] / bn[bx]
+            bins[by, bx] = b
+    return bad
 
 
 @numba.njit(cache=True, inline="always")
