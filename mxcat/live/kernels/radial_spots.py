@@ -340,12 +340,25 @@ def _median_of_counts(counts: np.ndarray, big: np.ndarray) -> float:
     return (kth(n // 2 - 1) + kth(n // 2)) / 2.0
 
 
+@numba.njit(cache=True, inline="always")
+def _good(v, sentinel):
+    return (v != sentinel) & (v >= 0) & (v == v)
+
+
+@numba.njit(cache=True, inline="always")
+def _unmasked(o, i):
+    if o is None:  # pruned at compile time: the mask-free specialisation reads no mask
+        return True
+    return o[i] != 0
+
+
 @numba.njit(cache=True)
 def _block_row(r0, r1, o0, o1, two, sentinel, saturation, bs, bc, bm):
     """Valid sum, count and maximum of each 2x2 block of rows r0/r1 (r1 ignored unless ``two``),
     in the frame's own type (``bs`` int64 for integer frames, float64 otherwise; ``bm`` the frame
-    type; ``saturation`` in the frame type); returns the number of saturated valid pixels.
-    Branch-free, so it vectorises."""
+    type; ``saturation`` in the frame type); returns the number of saturated valid pixels. With
+    ``o0``/``o1`` None the detector mask is not read (see :func:`_block_fix`). Branch-free, so it
+    vectorises."""
     nx = r0.shape[0]
     nfull = nx // 2
     zero = r0[0] - r0[0]
@@ -357,10 +370,10 @@ def _block_row(r0, r1, o0, o1, two, sentinel, saturation, bs, bc, bm):
         b = r0[i + 1]
         c = r1[i]
         d = r1[i + 1]
-        ga = _valid(a, o0[i], sentinel)
-        gb = _valid(b, o0[i + 1], sentinel)
-        gc = _valid(c, o1[i], sentinel) & two
-        gd = _valid(d, o1[i + 1], sentinel) & two
+        ga = _good(a, sentinel) & _unmasked(o0, i)
+        gb = _good(b, sentinel) & _unmasked(o0, i + 1)
+        gc = _good(c, sentinel) & _unmasked(o1, i) & two
+        gd = _good(d, sentinel) & _unmasked(o1, i + 1) & two
         va = a if ga else zero
         vb = b if gb else zero
         vc = c if gc else zero
@@ -374,55 +387,8 @@ def _block_row(r0, r1, o0, o1, two, sentinel, saturation, bs, bc, bm):
         i = nx - 1
         a = r0[i]
         c = r1[i]
-        ga = _valid(a, o0[i], sentinel)
-        gc = _valid(c, o1[i], sentinel) & two
-        va = a if ga else zero
-        vc = c if gc else zero
-        bs[nfull] = (zs + va) + (zs + vc)
-        bc[nfull] = np.int32(ga) + np.int32(gc)
-        bm[nfull] = max(va, vc)
-        n_sat += np.int32(va >= saturation) + np.int32(vc >= saturation)
-    return n_sat
-
-
-@numba.njit(cache=True, inline="always")
-def _good(v, sentinel):
-    return (v != sentinel) & (v >= 0) & (v == v)
-
-
-@numba.njit(cache=True)
-def _block_row_unmasked(r0, r1, two, sentinel, saturation, bs, bc, bm):
-    """:func:`_block_row` ignoring the detector mask (see :func:`_block_fix`)."""
-    nx = r0.shape[0]
-    nfull = nx // 2
-    zero = r0[0] - r0[0]
-    zs = bs[0] - bs[0]
-    n_sat = 0
-    for bx in range(nfull):
-        i = 2 * bx
-        a = r0[i]
-        b = r0[i + 1]
-        c = r1[i]
-        d = r1[i + 1]
-        ga = _good(a, sentinel)
-        gb = _good(b, sentinel)
-        gc = _good(c, sentinel) & two
-        gd = _good(d, sentinel) & two
-        va = a if ga else zero
-        vb = b if gb else zero
-        vc = c if gc else zero
-        vd = d if gd else zero
-        bs[bx] = ((zs + va) + vb) + (vc + zs + vd)
-        bc[bx] = np.int32(ga) + np.int32(gb) + np.int32(gc) + np.int32(gd)
-        bm[bx] = max(max(va, vb), max(vc, vd))
-        n_sat += np.int32(va >= saturation) + np.int32(vb >= saturation) + np.int32(vc >= saturation) \
-            + np.int32(vd >= saturation)
-    if nfull * 2 < nx:
-        i = nx - 1
-        a = r0[i]
-        c = r1[i]
-        ga = _good(a, sentinel)
-        gc = _good(c, sentinel) & two
+        ga = _good(a, sentinel) & _unmasked(o0, i)
+        gc = _good(c, sentinel) & _unmasked(o1, i) & two
         va = a if ga else zero
         vc = c if gc else zero
         bs[nfull] = (zs + va) + (zs + vc)
@@ -434,7 +400,7 @@ def _block_row_unmasked(r0, r1, two, sentinel, saturation, bs, bc, bm):
 
 @numba.njit(cache=True)
 def _block_fix(r0, r1, o0, o1, two, sentinel, saturation, bs, bc, bm, bx):
-    """Redo block ``bx`` with the detector mask after :func:`_block_row_unmasked`; returns the
+    """Redo block ``bx`` with the detector mask after a mask-free :func:`_block_row`; returns the
     change of the saturated count."""
     nx = r0.shape[0]
     zero = r0[0] - r0[0]
@@ -541,7 +507,7 @@ def block_pass(img, ok, sentinel, bbin, bweight, use_weight, thr_hi, cthr, satur
         two = j0 + 1 < ny
         j1 = j0 + 1 if two else j0
         if mask_sparse:
-            n_sat += _block_row_unmasked(img[j0], img[j1], two, sentinel, saturation, bs, bc, bm)
+            n_sat += _block_row(img[j0], img[j1], None, None, two, sentinel, saturation, bs, bc, bm)
             for q in range(mask_ptr[by], mask_ptr[by + 1]):
                 n_sat += _block_fix(img[j0], img[j1], ok[j0], ok[j1], two, sentinel, saturation, bs, bc, bm,
                                     mask_cols[q])
