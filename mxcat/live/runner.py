@@ -613,9 +613,11 @@ def run(
                 summary.n_results = collector.n_results
                 summary.n_late = collector.n_late
         finally:
+            deadline = time.monotonic() + 8.0  # a loaded machine may need a while to flush and exit
             for p in procs:
-                p.join(timeout=2.0)
+                p.join(timeout=max(0.1, deadline - time.monotonic()))
                 if p.is_alive():
+                    log.warning("worker %s did not stop in time: terminated", p.name)
                     p.terminate()
                     p.join(timeout=2.0)
                 summary.worker_exitcodes.append(p.exitcode)
