@@ -167,6 +167,10 @@ def analyse_cmd(
     """Per-frame statistics and spot lists (x, y in pixels) of detector files."""
     from mxcat.errors import ParseError
     from mxcat.live.analyse import analyse, open_source
+    from mxcat.live.kernels import METHODS
+
+    if method not in METHODS:
+        raise typer.BadParameter(f"{method!r}: choose one of {', '.join(METHODS)}", param_hint="--method")
 
     try:
         source = open_source([str(f) for f in files], geometry=str(geometry) if geometry else None)

@@ -39,8 +39,13 @@ def live(
     hits_wait: float = typer.Option(10.0, help="Seconds a --hits request waits for a hit before a 'no hit' reply"),
 ) -> None:
     """Analyse a live detector stream: hit rate, spots, resolution, radial profile, decay."""
-    from mxcat.live.runner import run
+    from mxcat.live.kernels import METHODS
+    from mxcat.live.runner import PROTOCOLS, run
 
+    if method not in METHODS:
+        raise typer.BadParameter(f"{method!r}: choose one of {', '.join(METHODS)}", param_hint="--method")
+    if protocol not in PROTOCOLS:
+        raise typer.BadParameter(f"{protocol!r}: choose one of {', '.join(PROTOCOLS)}", param_hint="--protocol")
     console = Console()
 
     def update(st: dict[str, Any]) -> None:

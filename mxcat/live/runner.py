@@ -271,6 +271,20 @@ def analyse_frame(frame: Frame, constants: Any, info: SeriesInfo, *, hit_min_spo
     }
 
 
+KEEP_SERIES = 3
+"""Series whose kernel constants a worker keeps (frames of an older series rebuild them)."""
+
+
+def keep_recent(cache: dict[str, Any], key: str, value: Any, limit: int = KEEP_SERIES) -> Any:
+    """Store *value* and forget the oldest entries beyond *limit* (kernel constants are tens of MB
+    per series: a worker running for days must not keep every series it saw)."""
+    cache.pop(key, None)
+    cache[key] = value
+    while len(cache) > limit:
+        cache.pop(next(iter(cache)))
+    return value
+
+
 def worker_main(wid: int, opts: WorkerOptions) -> None:
     """Body of one worker process (see the module docstring for the protocol)."""
     logging.basicConfig(level=logging.WARNING)
@@ -394,7 +408,7 @@ def worker_main(wid: int, opts: WorkerOptions) -> None:
                     if c is None:
                         if info.shape is None or tuple(info.shape) != item.data.shape:
                             info.shape = item.data.shape
-                        c = constants[sid] = SeriesConstants.from_series(info)
+                        c = keep_recent(constants, sid, SeriesConstants.from_series(info))
                     msg = analyse_frame(item, c, info, hit_min_spots=opts.hit_min_spots, method=opts.method,
                                         workspace=workspace)
                     if hits_sock is not None and msg["stats"]["hit"]:
@@ -427,6 +441,7 @@ def worker_main(wid: int, opts: WorkerOptions) -> None:
                                     "n_dropped": queue.n_dropped.get(sid, 0), "n_analysed": analysed.get(sid, 0),
                                     "n_errors": errors.get(sid, 0), "queue_high_water": queue.high_water}))
                     del flush[sid]
+                    constants.pop(sid, None)  # the series is over for this worker
         push.send(pack({"t": "bye", "w": wid, "n_dropped": sum(queue.n_dropped.values()),
                         "queue_high_water": queue.high_water, "n_hits_dropped": n_hits_dropped}))
     finally:

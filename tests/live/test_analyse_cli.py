@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.test_cli import run
 
 
@@ -23,3 +25,11 @@ def test_analyse_bad_file(capsys, tmp_path):
     code, _, err = run(["analyse", str(p)], capsys)
     assert code in (0, 5)  # unreadable CBF files are counted and skipped, or reported; never a traceback
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [["analyse", "x.h5", "--method", "magic"],
+                                  ["live", "--source", "tcp://127.0.0.1:9", "--method", "magic"],
+                                  ["live", "--source", "tcp://127.0.0.1:9", "--protocol", "eiger9"]])
+def test_unknown_method_or_protocol_is_a_usage_error(capsys, argv):
+    code, _, err = run(argv, capsys)
+    assert code == 2 and "choose one of" in err

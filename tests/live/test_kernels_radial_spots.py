@@ -94,7 +94,7 @@ def reference(frame, c, *, snr_seed=8.0, snr_grow=3.0, min_spot_size=3, max_spot
         w = t.weight[j // 2, i // 2] if t.weight is not None else 1.0
         rsum[pbin[j, i]] += f[j, i] * w
         rcnt[pbin[j, i]] += 1
-    n_sat = int((valid & (f >= saturation)).sum()) if saturation is not None else 0
+    n_sat = int((valid & (f >= saturation)).sum()) if saturation is not None else 0  # f in float64, as defined
     model_pixels = f[rows & valid & (pbin >= 0)]
     return dict(spots=out, rsum=rsum, rcnt=rcnt, n_valid=int(valid.sum()), n_sat=n_sat,
                 background=float(np.median(model_pixels)) if len(model_pixels) else float("nan"), mu=mu, sig=sig)
@@ -128,7 +128,7 @@ def constants(shape, *, geometry, mask=None, weighted=False):
 
 def check(frame, c, **kw):
     ref = reference(frame, c, saturation=kw.get("saturation_value"),
-                    **{k: v for k, v in kw.items() if k in ("snr_seed", "snr_grow", "max_spot_size", "model_step")})
+                    **{k: v for k, v in kw.items() if k in ("snr_seed", "snr_grow", "min_spot_size", "max_spot_size", "model_step")})
     spots, stats, prof = analyse_frame(frame, constants=c, method="radial", workspace=make_workspace("radial"), **kw)
     got = sorted(zip(spots.x, spots.y, spots.intensity, spots.intensity_net, spots.n_pixels, spots.peak, strict=True))
     assert len(got) == len(ref["spots"])
@@ -213,3 +213,70 @@ def test_unknown_method_and_bad_thresholds_are_refused():
         analyse_frame(np.zeros((8, 8), np.uint16), constants=c, method="magic")
     with pytest.raises(ValueError, match="snr_seed"):
         analyse_frame(np.zeros((8, 8), np.uint16), constants=c, snr_seed=2.0, snr_grow=3.0)
+
+
+def test_nan_and_inf_in_float_frames_and_stale_buffers():
+    """NaN is invalid wherever it is (also first in a row); buffers left with inf by an earlier frame
+    do not leak into the next one (both methods)."""
+    shape = (36, 40)
+    c = constants(shape, geometry=True)
+    img = make_frame(shape, np.float32, 4)
+    img[0, 0] = np.nan
+    img[5, :3] = np.nan
+    check(img, c)
+    ws = make_workspace("radial")
+    ws.get(shape, rs.BlockTables.of(c).n_bins, np.dtype(np.float32))["bs"][:] = np.inf  # stale garbage
+    _, _, prof = analyse_frame(img, constants=c, workspace=ws)
+    assert np.isfinite(prof.sums).all()
+    hot = img.copy()
+    hot[10, 10] = np.inf
+    for method in ("radial", "dispersion"):
+        ws = make_workspace(method)
+        analyse_frame(hot, constants=c, method=method, workspace=ws)
+        again = analyse_frame(img, constants=c, method=method, workspace=ws)
+        fresh = analyse_frame(img, constants=c, method=method, workspace=make_workspace(method))
+        np.testing.assert_array_equal(again[2].sums, fresh[2].sums)
+        assert again[0].n == fresh[0].n and np.isfinite(again[2].sums).all()
+
+
+@pytest.mark.parametrize("shape", [(1, 57), (57, 1), (1, 1), (2, 3)])
+def test_frames_of_one_row_or_column(shape):
+    for c in (constants(shape, geometry=True), constants(shape, geometry=False)):
+        img = np.random.default_rng(1).poisson(3.0, shape).astype(np.uint16)
+        check(img, c)
+        analyse_frame(img, constants=c, method="dispersion")
+
+
+def test_saturation_counts_valid_pixels_only_and_exactly():
+    shape = (30, 34)
+    c = constants(shape, geometry=True, mask=(np.arange(30 * 34).reshape(shape) % 7 == 0).astype(np.uint8))
+    img = make_frame(shape, np.uint16, 2)
+    for sat in (0, -5, 3, 1e9):
+        _, st = check(img, c, saturation_value=sat)
+        assert 0.0 <= st.saturated_fraction <= 1.0
+    _, st, _ = analyse_frame(img, constants=c, sentinel=0)  # the type's maximum is a valid value here
+    assert st.saturated_fraction == 0.0
+    f = np.full(shape, 100.0, np.float32)
+    _, st, _ = analyse_frame(f, constants=c, saturation_value=100.000001)  # not rounded down to 100.0
+    assert st.saturated_fraction == 0.0
+    _, st, _ = analyse_frame(f, constants=c, saturation_value=100.0)
+    assert st.saturated_fraction == 1.0
+
+
+def test_big_endian_frames_give_the_native_answer():
+    shape = (30, 34)
+    c = constants(shape, geometry=True)
+    img = make_frame(shape, np.uint16, 3)
+    for method in ("radial", "dispersion"):
+        a = analyse_frame(img, constants=c, method=method)
+        b = analyse_frame(img.astype(">u2"), constants=c, method=method)
+        np.testing.assert_array_equal(a[0].x, b[0].x)
+        np.testing.assert_array_equal(a[2].sums, b[2].sums)
+
+
+@pytest.mark.parametrize("bad", [dict(model_step=0), dict(model_step=-1), dict(clip_iterations=-1),
+                                 dict(min_spot_size=0), dict(min_spot_size=5, max_spot_size=4)])
+def test_bad_options_are_refused(bad):
+    c = constants((8, 8), geometry=False)
+    with pytest.raises(ValueError, match="model_step"):
+        analyse_frame(np.zeros((8, 8), np.uint16), constants=c, **bad)

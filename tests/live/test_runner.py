@@ -267,3 +267,14 @@ def test_cli_live_runs(series):
         det.close()
     assert res.exit_code == 0, res.output
     assert "series 1" in res.output and "12 frames" in res.output
+
+
+def test_workers_keep_the_constants_of_the_last_few_series_only():
+    from mxcat.live.runner import KEEP_SERIES, keep_recent
+
+    cache: dict = {}
+    for i in range(10):
+        assert keep_recent(cache, f"s{i}", i) == i
+    assert list(cache) == [f"s{i}" for i in range(10 - KEEP_SERIES, 10)]
+    keep_recent(cache, "s7", 70)  # rebuilt: becomes the newest
+    assert list(cache)[-1] == "s7" and len(cache) == KEEP_SERIES

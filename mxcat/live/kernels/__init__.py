@@ -46,6 +46,8 @@ def analyse_frame(frame: np.ndarray, *, constants: SeriesConstants, method: str 
         from .fused import analyse_frame as run
     else:
         raise ValueError(f"unknown spot-finding method {method!r} (known: {', '.join(METHODS)})")
+    if not frame.dtype.isnative:  # big-endian data from a file: the kernels read native numbers
+        frame = frame.astype(frame.dtype.newbyteorder("="))
     return run(frame, constants=constants, workspace=workspace, saturation_value=saturation_value,
                hit_min_spots=hit_min_spots, **options)
 

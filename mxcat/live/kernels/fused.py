@@ -31,7 +31,7 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
-from .geometry import SeriesConstants, sentinel_for
+from .geometry import SeriesConstants, sentinel_for, zero_of
 
 
 def _acc(v):  # pragma: no cover - replaced in compiled code
@@ -149,7 +149,7 @@ def _ingest(img, ok, sentinel, r, slot, ring_v, ring_f, bins, weight, use_weight
     n_valid = 0
     n_sat = 0
     vmax = vmx[0]
-    zero = rv[0] - rv[0]
+    zero = zero_of(rv[0])
     # branch-free (vectorised) validity test
     for i in range(nx):
         v = src[i]
@@ -246,7 +246,7 @@ def fused_pass(img, ok, sentinel, kernel, nsig_b, nsig_s, min_count, gain, globa
     pn = pre[0]
     ps = pre[1]
     ps2 = pre[2]
-    zero = cs[0] - cs[0]
+    zero = zero_of(cs[0])
     for i in range(nx):
         cn[i] = zero
         cs[i] = zero

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import numba
 import numpy as np
+from numba import types
+from numba.extending import overload
 
 ICE_RINGS_D: tuple[float, ...] = (3.897, 3.669, 3.441, 2.671, 2.249, 2.072, 1.948, 1.918, 1.883, 1.721)
 """d-spacings (Å) of the strongest hexagonal ice Ih powder rings."""
@@ -44,8 +46,23 @@ def dstar2_of(*, x: np.ndarray, y: np.ndarray, beam_centre_x: float, beam_centre
     return 2.0 * (1.0 - cos2t) / (wavelength * wavelength)
 
 
+def zero_of(v):  # pragma: no cover - replaced in compiled code
+    """A zero of the type of ``v`` (never NaN: ``v - v`` is NaN for NaN or inf)."""
+    return type(v)(0)
+
+
+@overload(zero_of, jit_options={"cache": True})
+def _zero_of_ol(v):
+    if isinstance(v, types.Float):
+        ty = np.float32 if v.bitwidth == 32 else np.float64
+        return lambda v: ty(0.0)
+    if isinstance(v, types.Integer):
+        return lambda v: v ^ v
+    return None
+
+
 @numba.njit(cache=True)
-def _fill_geometry(ny, nx, bcx, bcy, px, py, dist, wl, polf, solid, dstar2, weight):
+def _fill_geometry(ny, nx, bcx, bcy, px, py, dist, wl, polf, solid, dstar2, weight, use_weight):
     inv_wl2 = 1.0 / (wl * wl)
     d2 = dist * dist
     for j in range(ny):
@@ -62,7 +79,7 @@ def _fill_geometry(ny, nx, bcx, bcy, px, py, dist, wl, polf, solid, dstar2, weig
                 w *= 0.5 * (1.0 + cos2t * cos2t - polf * cos2phi * sin2)
             if solid:
                 w *= cos2t * cos2t * cos2t
-            if weight.shape[0] == ny:  # a 1x1 placeholder when no correction is asked for
+            if use_weight:  # else a 1x1 placeholder
                 weight[j, i] = 1.0 / w
 
 
@@ -150,7 +167,7 @@ class SeriesConstants:
         weight = np.empty((ny, nx) if use_weight else (1, 1), np.float32)  # no frame-sized array when unused
         polf = -1.0 if polarisation_factor is None else float(polarisation_factor)
         _fill_geometry(ny, nx, float(beam_centre_x), float(beam_centre_y), float(pixel_size_x), float(pixel_size_y),
-                       float(distance), float(wavelength), polf, bool(solid_angle), dstar2, weight)
+                       float(distance), float(wavelength), polf, bool(solid_angle), dstar2, weight, use_weight)
         if dstar2_limits is None:
             hi = float(dstar2[ok.astype(bool)].max()) if ok.any() else 1.0
             lo = 0.0

@@ -45,7 +45,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .geometry import SeriesConstants, sentinel_for
+from .geometry import SeriesConstants, sentinel_for, zero_of
 
 MIN_MODEL_PIXELS = 16
 SIGMA_FLOOR = 0.5
@@ -361,8 +361,8 @@ def _block_row(r0, r1, o0, o1, two, sentinel, saturation, bs, bc, bm):
     vectorises."""
     nx = r0.shape[0]
     nfull = nx // 2
-    zero = r0[0] - r0[0]
-    zs = bs[0] - bs[0]
+    zero = zero_of(r0[0])
+    zs = zero_of(bs[0])
     n_sat = 0
     for bx in range(nfull):
         i = 2 * bx
@@ -381,8 +381,8 @@ def _block_row(r0, r1, o0, o1, two, sentinel, saturation, bs, bc, bm):
         bs[bx] = ((zs + va) + vb) + (vc + zs + vd)
         bc[bx] = np.int32(ga) + np.int32(gb) + np.int32(gc) + np.int32(gd)
         bm[bx] = max(max(va, vb), max(vc, vd))
-        n_sat += np.int32(va >= saturation) + np.int32(vb >= saturation) + np.int32(vc >= saturation) \
-            + np.int32(vd >= saturation)
+        n_sat += np.int32(ga & (va >= saturation)) + np.int32(gb & (vb >= saturation)) \
+            + np.int32(gc & (vc >= saturation)) + np.int32(gd & (vd >= saturation))
     if nfull * 2 < nx:  # odd width: the last block has one column
         i = nx - 1
         a = r0[i]
@@ -394,7 +394,7 @@ def _block_row(r0, r1, o0, o1, two, sentinel, saturation, bs, bc, bm):
         bs[nfull] = (zs + va) + (zs + vc)
         bc[nfull] = np.int32(ga) + np.int32(gc)
         bm[nfull] = max(va, vc)
-        n_sat += np.int32(va >= saturation) + np.int32(vc >= saturation)
+        n_sat += np.int32(ga & (va >= saturation)) + np.int32(gc & (vc >= saturation))
     return n_sat
 
 
@@ -403,8 +403,8 @@ def _block_fix(r0, r1, o0, o1, two, sentinel, saturation, bs, bc, bm, bx):
     """Redo block ``bx`` with the detector mask after a mask-free :func:`_block_row`; returns the
     change of the saturated count."""
     nx = r0.shape[0]
-    zero = r0[0] - r0[0]
-    zs = bs[0] - bs[0]
+    zero = zero_of(r0[0])
+    zs = zero_of(bs[0])
     s = zs
     n = 0
     m = zero
@@ -531,7 +531,7 @@ def grow_spots(img, ok, sentinel, bbin, thr_lo, thr_hi, mu, seeds, n_seed, max_s
     (frame shape, all zero on entry) is zero again on return; ``stack`` (2, n) receives the rows
     and columns of the marked pixels. Components larger than ``max_spot_size`` are walked to
     their end (so no seed restarts them) and dropped. Returns the number of components, or −1
-    when ``stack`` or ``out`` is too small (nothing is then kept; call again with larger ones).
+    when ``stack`` is too small, −2 when ``out`` is (nothing is then kept; call again with a larger one).
     The buffers are never reallocated here: a reassigned array costs the flood fill ~5x."""
     ny, nx = img.shape
     nbx = (nx + 1) // 2
@@ -541,6 +541,7 @@ def grow_spots(img, ok, sentinel, bbin, thr_lo, thr_hi, mu, seeds, n_seed, max_s
     n_out = 0
     n_marked = 0
     full = False
+    out_full = False
     for q in range(n_seed):
         if full:
             break
@@ -586,6 +587,7 @@ def grow_spots(img, ok, sentinel, bbin, thr_lo, thr_hi, mu, seeds, n_seed, max_s
                     continue
                 if n_out == cap_out:
                     full = True
+                    out_full = True
                     continue
                 s = 0.0
                 sx = 0.0
@@ -610,12 +612,17 @@ def grow_spots(img, ok, sentinel, bbin, thr_lo, thr_hi, mu, seeds, n_seed, max_s
                 n_out += 1
     for t in range(n_marked):
         visited[stack[0, t], stack[1, t]] = 0
-    return -1 if full else n_out
+    if not full:
+        return n_out
+    return -2 if out_full else -1
 
 
 class RadialWorkspace:
     """Reusable per-worker buffers for :func:`analyse_frame_radial` (sized on first use; not thread-safe).
-    Holds about one byte per pixel (the flood-fill marks) plus a few block rows and per-bin arrays."""
+    Holds one byte per pixel (the flood-fill marks), a few block rows and per-bin arrays, and the
+    flood-fill stack and spot table, which grow to the largest frame seen (8 bytes per strong pixel
+    of a seeded component; a very noisy frame can make that a sizeable fraction of the frame) and
+    are released when the frame shape changes."""
 
     def __init__(self) -> None:
         self._key = None
@@ -628,7 +635,7 @@ class RadialWorkspace:
             nbx = (nx + 1) // 2
             self.b = dict(rsum=np.zeros((n_bins, 4)), rcnt=np.zeros((n_bins, 4), np.int64),
                           cthr=np.empty(((ny + 1) // 2, (nbx + CHUNK - 1) // CHUNK)),
-                          bs=np.empty(nbx, np.int64 if np.issubdtype(dtype, np.integer) else np.float64),
+                          bs=np.zeros(nbx, np.int64 if np.issubdtype(dtype, np.integer) else np.float64),
                           bc=np.empty(nbx, np.int32), bm=np.empty(nbx, dtype), seeds=np.empty(1024, np.int64),
                           visited=np.zeros(shape, np.uint8), stack=np.empty((2, 4096), np.int32), out=np.zeros((256, 6)))
             self._key = key
@@ -649,6 +656,9 @@ def analyse_frame_radial(frame: np.ndarray, *, constants: SeriesConstants, works
         raise ValueError(f"frame shape {frame.shape} does not match series shape {constants.shape}")
     if not snr_seed >= snr_grow:
         raise ValueError(f"snr_seed ({snr_seed}) must be >= snr_grow ({snr_grow})")
+    if model_step < 1 or clip_iterations < 0 or min_spot_size < 1 or max_spot_size < min_spot_size:
+        raise ValueError(f"need model_step >= 1, clip_iterations >= 0 and 1 <= min_spot_size <= max_spot_size "
+                         f"(got {model_step}, {clip_iterations}, {min_spot_size}, {max_spot_size})")
     ws = workspace if workspace is not None else RadialWorkspace()
     t = BlockTables.of(constants)
     b = ws.get(frame.shape, t.n_bins, frame.dtype)
@@ -657,7 +667,7 @@ def analyse_frame_radial(frame: np.ndarray, *, constants: SeriesConstants, works
                                            iterations=int(clip_iterations), ws=b)
     thr_lo = mu + snr_grow * sig
     thr_hi = mu + snr_seed * sig
-    sat = _native_saturation(saturation_value, frame.dtype)
+    sat, count_sat = _native_saturation(saturation_value, frame.dtype)
     use_w = t.weight is not None
     bw = t.weight if use_w else np.zeros((1, 1))
     cthr = b["cthr"]
@@ -674,8 +684,10 @@ def analyse_frame_radial(frame: np.ndarray, *, constants: SeriesConstants, works
                             int(max_spot_size), b["visited"], b["stack"], b["out"])
         if n_comp >= 0:
             break
-        b["stack"] = np.empty((2, 2 * b["stack"].shape[1]), np.int32)
-        b["out"] = np.zeros((2 * b["out"].shape[0], 6))
+        if n_comp == -1:
+            b["stack"] = np.empty((2, 2 * b["stack"].shape[1]), np.int32)
+        else:
+            b["out"] = np.zeros((2 * b["out"].shape[0], 6))
     o = b["out"][:n_comp]
     o = o[o[:, 0] >= min_spot_size]
     npx, s, sx, sy, sb, peak = (o[:, k] for k in range(6))
@@ -690,22 +702,28 @@ def analyse_frame_radial(frame: np.ndarray, *, constants: SeriesConstants, works
     rsum = b["rsum"].sum(axis=1)
     rcnt = b["rcnt"].sum(axis=1)
     band, nbr = ice_sums(rsum, rcnt, sig, t)
-    stats = finish_statistics(spots=spots, constants=constants, n_valid=int(n_valid), n_sat=int(n_sat), band=band,
+    stats = finish_statistics(spots=spots, constants=constants, n_valid=int(n_valid), n_sat=int(n_sat) if count_sat else 0, band=band,
                               nbr=nbr, sample=None, background=background, hit_min_spots=hit_min_spots)
     prof = RadialProfile(axis=constants.radial_axis, edges=constants.radial_edges, sums=rsum, n_pixels=rcnt)
     return spots, stats, prof
 
 
 def _native_saturation(value: float | None, dtype: np.dtype):
-    """The saturation threshold in the frame's type: valid values ``>=`` it count as saturated
-    (never, when no value is given or it lies above the type's range)."""
+    """(threshold in the frame's type, counted): valid values ``>=`` the threshold are saturated,
+    exactly as ``float(v) >= value``; ``counted`` is False when no value is given or none of the
+    type's values can reach it (the count is then 0)."""
     dt = np.dtype(dtype)
+    if value is None or value != value:
+        return dt.type(0), False
     if np.issubdtype(dt, np.integer):
-        top = np.iinfo(dt).max
-        if value is None or value > top:
-            return dt.type(top)  # the sentinel: never a valid value
-        return dt.type(max(np.ceil(value), np.iinfo(dt).min))
-    return dt.type(np.inf if value is None else value)
+        info = np.iinfo(dt)
+        if value > info.max:
+            return dt.type(info.max), False
+        return dt.type(max(np.ceil(value), info.min)), True
+    t = dt.type(value)
+    if float(t) < value:  # rounded down to the frame's precision: the next representable value up
+        t = np.nextafter(t, dt.type(np.inf))
+    return t, bool(np.isfinite(t) or value == np.inf)
 
 
 def ice_sums(rsum: np.ndarray, rcnt: np.ndarray, sig: np.ndarray, t: BlockTables) -> tuple[np.ndarray, np.ndarray]:

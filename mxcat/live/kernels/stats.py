@@ -304,12 +304,12 @@ def _median(sample: np.ndarray) -> float:
 @numba.njit(cache=True)
 def _count_median(sample):
     """Median of small non-negative whole numbers by counting (the value ``np.median`` gives);
-    nan when a value is not a whole number in [0, 2^20) (the caller then uses ``np.median``)."""
+    nan when a value is not a whole number in [0, 2^16) (the caller then uses ``np.median``)."""
     n = sample.shape[0]
     top = 0.0
     for i in range(n):
         v = sample[i]
-        if not (v >= 0.0 and v < 1048576.0 and v == np.floor(v) and math.copysign(1.0, v) > 0.0):
+        if not (v >= 0.0 and v < 65536.0 and v == np.floor(v) and math.copysign(1.0, v) > 0.0):
             return np.nan
         top = max(top, v)
     lanes = np.zeros((4, int(top) + 1), np.int64)  # 4 lanes: runs of equal values do not serialise
