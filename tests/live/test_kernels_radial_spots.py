@@ -280,3 +280,20 @@ def test_bad_options_are_refused(bad):
     c = constants((8, 8), geometry=False)
     with pytest.raises(ValueError, match="model_step"):
         analyse_frame(np.zeros((8, 8), np.uint16), constants=c, **bad)
+
+
+def test_flood_fill_buffers_too_small_are_grown_and_the_frame_walked_again():
+    """Stack and spot table start small here (a new workspace starts with 4096 and 256): every
+    overflow is retried with a larger buffer and the answer is the reference's."""
+    shape = (64, 70)
+    img = make_frame(shape, np.uint32, 9, n_spots=12, sentinel_rows=False)
+    c = constants(shape, geometry=True)
+    ws = make_workspace("radial")
+    b = ws.get(shape, rs.BlockTables.of(c).n_bins, img.dtype)
+    b["stack"] = np.empty((2, 10), np.int32)
+    b["out"] = np.zeros((1, 6))
+    spots, _, _ = analyse_frame(img, constants=c, workspace=ws)
+    assert spots.n >= 5 and ws.b["stack"].shape[1] > 10 and ws.b["out"].shape[0] > 1
+    ref = analyse_frame(img, constants=c, workspace=make_workspace("radial"))[0]
+    np.testing.assert_array_equal(spots.x, ref.x)
+    np.testing.assert_array_equal(spots.n_pixels, ref.n_pixels)

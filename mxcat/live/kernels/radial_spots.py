@@ -553,7 +553,7 @@ def grow_spots(img, ok, sentinel, bbin, thr_lo, thr_hi, mu, seeds, n_seed, max_s
                 v = img[j, i]
                 if full or visited[j, i] != 0 or not _valid(v, ok[j, i], sentinel) or not float(v) > thr_hi[b]:
                     continue
-                if n_marked == cap:
+                if n_marked + 9 > cap:
                     full = True
                     continue
                 start = n_marked
@@ -564,6 +564,9 @@ def grow_spots(img, ok, sentinel, bbin, thr_lo, thr_hi, mu, seeds, n_seed, max_s
                 top += 1
                 k = start
                 while k < top:
+                    if top + 8 > cap:  # room for every neighbour of the next pixel, checked once per pixel
+                        full = True
+                        break
                     pj = stack[0, k]
                     pi = stack[1, k]
                     k += 1
@@ -574,9 +577,6 @@ def grow_spots(img, ok, sentinel, bbin, thr_lo, thr_hi, mu, seeds, n_seed, max_s
                             w = img[jj, ii]
                             bb = bbin[jj >> 1, ii >> 1]
                             if bb >= 0 and _valid(w, ok[jj, ii], sentinel) and float(w) > thr_lo[bb]:
-                                if top == cap:
-                                    full = True
-                                    break
                                 visited[jj, ii] = 1
                                 stack[0, top] = jj
                                 stack[1, top] = ii
