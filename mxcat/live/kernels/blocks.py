@@ -1,0 +1,131 @@
+"""Per-series block tables of the radial analysis (:mod:`.radial_spots`): 2x2 blocks and their bins.
+
+A block is 2x2 pixels (cut by the frame edge at odd sizes); it belongs to the profile bin of the
+mean d*² (or radius from the frame centre without geometry) of its unmasked pixels, and its
+pixels with it. Built once per series and kept with the :class:`~.geometry.SeriesConstants`:
+block bins, mean block weights (polarisation/solid angle), the ice-ring code of each bin, per
+chunk of ``CHUNK`` blocks of a block row the interval of its bins (for the seed search), and the
+blocks that hold a masked pixel (redone with the mask after a mask-free sweep).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from .geometry import SeriesConstants
+
+
+@numba.njit(cache=True, inline="always")
+def _valid(v, okp, sentinel):
+    return (okp != 0) & (v != sentinel) & (v >= 0) & (v == v)
+
+
+class BlockTables:
+    """Per-series tables of the block analysis: block bins, block weights, bin ice codes."""
+
+    def __init__(self, constants: SeriesConstants) -> None:
+        ny, nx = constants.shape
+        nby, nbx = (ny + 1) // 2, (nx + 1) // 2
+        if constants.has_geometry:  # the per-pixel d*² the profile range was taken from
+            coord, bcx, bcy = constants.dstar2, 0.0, 0.0
+        else:  # radius from the frame centre, computed per pixel inside the kernel
+            coord, bcx, bcy = np.zeros((1, 1), np.float32), constants.beam_centre_x, constants.beam_centre_y
+        use_w = constants.radial_weight is not None
+        weight = constants.radial_weight if use_w else np.zeros((1, 1), np.float32)
+        edges = constants.radial_edges
+        nb = len(edges) - 1
+        self.bin = np.empty((nby, nbx), np.int16 if nb < 32767 else np.int32)
+        self.weight = np.zeros((nby, nbx)) if use_w else None
+        bad_blocks = _block_geometry(coord, constants.has_geometry, bcx, bcy, constants.ok, weight, use_w,
+                                     float(edges[0]), float(edges[-1]), nb, self.bin,
+                                     self.weight if use_w else np.zeros((1, 1)))
+        self.n_bins = nb
+        centres = 0.5 * (edges[:-1] + edges[1:])
+        code = np.zeros(nb, np.int8)
+        if constants.has_geometry and len(constants.ice_dstar2):
+            dist = np.abs(centres[:, None] - constants.ice_dstar2[None, :])
+            k = dist.argmin(axis=1)
+            dk = dist[np.arange(nb), k]
+            hw = constants.ice_half_width
+            code = np.where(dk <= hw, k + 1, np.where(dk <= 3 * hw, -(k + 1), 0)).astype(np.int8)
+        self.ice_code = code
+        self.n_rings = len(constants.ice_dstar2) if constants.has_geometry else 0
+        # per chunk of CHUNK blocks of a block row: the interval of its bins (lo > hi: none)
+        nch = (nbx + CHUNK - 1) // CHUNK
+        padded_bins = np.full((nby, nch * CHUNK), -1, np.int64)
+        padded_bins[:, :nbx] = self.bin
+        chunks = padded_bins.reshape(nby, nch, CHUNK)
+        has = chunks >= 0
+        self.chunk_lo = np.where(has.any(axis=2), np.where(has, chunks, nb).min(axis=2), 1).astype(np.int64)
+        self.chunk_hi = np.where(has.any(axis=2), chunks.max(axis=2), 0).astype(np.int64)
+        # blocks holding a masked pixel, per block row: fixed up after a mask-free row sweep
+        self.mask_ptr = np.concatenate([[0], np.cumsum(bad_blocks.sum(axis=1))]).astype(np.int64)
+        self.mask_cols = np.nonzero(bad_blocks)[1].astype(np.int64)
+        self.mask_sparse = len(self.mask_cols) <= bad_blocks.size // 4
+
+    @classmethod
+    def of(cls, constants: SeriesConstants) -> BlockTables:
+        """The tables of *constants*, built on first use and kept with them."""
+        t = getattr(constants, "_block_tables", None)
+        if t is None:
+            t = constants._block_tables = cls(constants)
+        return t
+
+
+@numba.njit(cache=True)
+def _block_geometry(coord, geometric, bcx, bcy, ok, weight, use_weight, lo, hi, n_bins, bins, bweight):
+    """Per 2x2 block: its profile bin from the mean coordinate (d*², or radius from (bcx, bcy) when
+    not ``geometric``) of its unmasked pixels (−1: none, or outside [lo, hi]), into ``bins``; the
+    mean weight of those pixels into ``bweight`` (when ``use_weight``); returns whether each block
+    holds a masked pixel. Two block rows of sums at a time: no frame-sized temporaries."""
+    ny, nx = ok.shape
+    nby, nbx = bins.shape
+    bad = np.zeros((nby, nbx), np.bool_)
+    bsum = np.zeros(nbx)
+    bn = np.zeros(nbx)
+    bw = np.zeros(nbx)
+    scale = n_bins / (hi - lo)
+    for by in range(nby):
+        bsum[:] = 0.0
+        bn[:] = 0.0
+        bw[:] = 0.0
+        for j in range(2 * by, min(2 * by + 2, ny)):
+            for i in range(nx):
+                bx = i >> 1
+                if ok[j, i] == 0:
+                    bad[by, bx] = True
+                    continue
+                c = float(coord[j, i]) if geometric else np.hypot(i + 0.5 - bcx, j + 0.5 - bcy)
+                bsum[bx] += c
+                bn[bx] += 1.0
+                if use_weight:
+                    bw[bx] += float(weight[j, i])
+        for bx in range(nbx):
+            b = -1
+            if bn[bx] > 0:
+                c = bsum[bx] / bn[bx]
+                if lo <= c <= hi:
+                    b = min(int(np.floor((c - lo) * scale)), n_bins - 1)
+                if use_weight:
+                    bweight[by, bx] = bw[bx] / bn[bx]
+            bins[by, bx] = b
+    return bad
+
+
+CHUNK = 64
+"""Blocks per chunk of the seed search."""
+
+
+@numba.njit(cache=True)
+def chunk_thresholds(lo, hi, thr_hi, out):
+    """Per chunk, the lowest seed threshold over its bins ``lo..hi`` (inf for a chunk without bins)."""
+    nby, nch = lo.shape
+    for by in range(nby):
+        for k in range(nch):
+            m = np.inf
+            for b in range(lo[by, k], hi[by, k] + 1):
+                m = min(m, thr_hi[b])
+            out[by, k] = m
+
+

@@ -1,0 +1,215 @@
+"""Background model of the radial analysis (:mod:`.radial_spots`): per-bin mean and width, clipped.
+
+Per profile bin, from the valid pixels of the rows ``j % step == 0`` inside the profile range:
+mean μ and standard deviation σ, then ``iterations`` passes keeping values <= μ + 3σ_e, with
+σ_e = max(σ, sqrt(max(μ, 0)), SIGMA_FLOOR); bins with fewer than MIN_MODEL_PIXELS model pixels
+take the nearest bin that has enough (the lower one on a tie). Integer frames are read once:
+per-bin histograms of the values below ``HIST`` plus a list of the larger ones give every
+clipping iteration exactly; float frames (or too many large values) are read once per iteration.
+The frame's background is the median of the same model pixels. Clipping after peakfinder8
+(Barty et al. (2014), J. Appl. Cryst. 47, 1118-1131).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from .blocks import BlockTables, _valid
+
+MIN_MODEL_PIXELS = 16
+SIGMA_FLOOR = 0.5
+
+
+@numba.njit(cache=True)
+def model_sums(img, ok, sentinel, bbin, step, clip, acc):
+    """Count, sum and sum of squares per block bin of the valid values <= ``clip[bin]`` on the rows
+    ``j % step == 0``; ``acc`` (n_bins, 3, 4) is zeroed here (4 interleaved lanes)."""
+    ny, nx = img.shape
+    acc[:] = 0.0
+    for j in range(0, ny, step):
+        src = img[j]
+        okr = ok[j]
+        br = bbin[j >> 1]
+        for i in range(nx):
+            b = br[i >> 1]
+            v = src[i]
+            if b >= 0 and _valid(v, okr[i], sentinel):
+                f = float(v)
+                if f <= clip[b]:
+                    lane = i & 3
+                    acc[b, 0, lane] += 1.0
+                    acc[b, 1, lane] += f
+                    acc[b, 2, lane] += f * f
+
+
+HIST = 256
+"""Integer values below this go to the per-bin histograms of the background model; larger ones are listed."""
+
+
+@numba.njit(cache=True)
+def model_histogram(img, ok, sentinel, bbin, step, hist, big_b, big_v):
+    """Integer frames: per block bin, counts of the valid values 0..HIST−1 on the rows
+    ``j % step == 0`` (``hist`` (4, n_bins, HIST), zeroed here, 4 interleaved lanes), and the
+    bin and value of the larger ones (at most ``len(big_b)``). Returns the number of larger
+    values, or −1 when they do not fit (the caller then uses :func:`model_sums`)."""
+    ny, nx = img.shape
+    hist[:] = 0
+    n_big = 0
+    cap = big_b.shape[0]
+    for j in range(0, ny, step):
+        src = img[j]
+        okr = ok[j]
+        br = bbin[j >> 1]
+        for i in range(nx):
+            b = br[i >> 1]
+            v = src[i]
+            if b >= 0 and _valid(v, okr[i], sentinel):
+                if v < HIST:
+                    hist[i & 3, b, v] += 1
+                else:
+                    if n_big == cap:
+                        return -1
+                    big_b[n_big] = b
+                    big_v[n_big] = float(v)
+                    n_big += 1
+    return n_big
+
+
+@numba.njit(cache=True)
+def histogram_moments(h, big_b, big_v, n_big, clip, out):
+    """Count, sum and sum of squares per bin of the model values <= ``clip[bin]`` from the
+    histograms ``h`` (n_bins, HIST) and the listed larger values; into ``out`` (n_bins, 3)."""
+    nb = h.shape[0]
+    for b in range(nb):
+        c = 0.0
+        s1 = 0.0
+        s2 = 0.0
+        top = min(HIST - 1, int(np.floor(clip[b]))) if clip[b] < HIST else HIST - 1
+        for v in range(top + 1):
+            n = float(h[b, v])
+            c += n
+            s1 += n * v
+            s2 += n * v * v
+        out[b, 0] = c
+        out[b, 1] = s1
+        out[b, 2] = s2
+    for k in range(n_big):
+        b = big_b[k]
+        f = big_v[k]
+        if f <= clip[b]:
+            out[b, 0] += 1.0
+            out[b, 1] += f
+            out[b, 2] += f * f
+
+
+def _model_from_moments(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return _model_kernel(s, SIGMA_FLOOR, float(MIN_MODEL_PIXELS))
+
+
+@numba.njit(cache=True)
+def _model_kernel(s, floor, min_n):
+    """(μ, σ_e) per bin from [count, sum, sum of squares]; bins with fewer than ``min_n`` pixels take
+    the nearest bin that has enough (the lower one on a tie); none at all: μ = 0, σ_e = floor."""
+    nb = s.shape[0]
+    m = np.zeros(nb)
+    sig = np.full(nb, floor)
+    good = np.zeros(nb, np.bool_)
+    for b in range(nb):
+        n = s[b, 0]
+        if n >= min_n:
+            good[b] = True
+            mb = s[b, 1] / n
+            var = s[b, 2] / n - mb * mb
+            m[b] = mb
+            sig[b] = max(max(np.sqrt(max(var, 0.0)), np.sqrt(max(mb, 0.0))), floor)
+    prev = np.full(nb, -1, np.int64)
+    nxt = np.full(nb, -1, np.int64)
+    last = -1
+    for b in range(nb):
+        if good[b]:
+            last = b
+        prev[b] = last
+    last = -1
+    for b in range(nb - 1, -1, -1):
+        if good[b]:
+            last = b
+        nxt[b] = last
+    for b in range(nb):
+        if good[b] or (prev[b] < 0 and nxt[b] < 0):
+            continue
+        if nxt[b] < 0 or (prev[b] >= 0 and b - prev[b] <= nxt[b] - b):
+            k = prev[b]
+        else:
+            k = nxt[b]
+        m[b] = m[k]
+        sig[b] = sig[k]
+    return m, sig
+
+
+def background_model(img, ok, sentinel, tables: BlockTables, *, step: int, iterations: int, ws: dict | None = None):
+    """(μ, σ_e) per bin after iterative clipping, and the median of the model pixels (the frame's
+    ``background``; see module docstring). Integer frames are read once (histograms of small
+    values plus a list of the others); float frames, or integer frames with too many large
+    values, once per iteration."""
+    nb = tables.n_bins
+    ws = {} if ws is None else ws
+    clip = np.full(nb, np.inf)
+    if np.issubdtype(img.dtype, np.integer):
+        if "hist" not in ws:
+            ws["hist"] = np.zeros((4, nb, HIST), np.int32)
+        if "big_b" not in ws:
+            ws["big_b"], ws["big_v"] = np.empty(1 << 17, np.int32), np.empty(1 << 17, np.float64)
+        hist, big_b, big_v = ws["hist"], ws["big_b"], ws["big_v"]
+        n_big = model_histogram(img, ok, sentinel, tables.bin, step, hist, big_b, big_v)
+        if n_big >= 0:
+            h = hist.sum(axis=0)
+            mom = np.zeros((nb, 3))
+            for _ in range(iterations + 1):
+                histogram_moments(h, big_b, big_v, n_big, clip, mom)
+                mu, sig = _model_from_moments(mom)
+                clip = mu + 3.0 * sig
+            return mu, sig, _median_of_counts(h.sum(axis=0), big_v[:n_big])
+    if "acc" not in ws:
+        ws["acc"] = np.zeros((nb, 3, 4))
+    acc = ws["acc"]
+    for _ in range(iterations + 1):
+        model_sums(img, ok, sentinel, tables.bin, step, clip, acc)
+        mu, sig = _model_from_moments(acc.sum(axis=2))
+        clip = mu + 3.0 * sig
+    values = model_values(img, ok, sentinel, tables.bin, step)
+    return mu, sig, float(np.median(values)) if len(values) else float("nan")
+
+
+@numba.njit(cache=True)
+def model_values(img, ok, sentinel, bbin, step):
+    """The valid values of the model rows inside the profile range (float64)."""
+    ny, nx = img.shape
+    out = np.empty(((ny + step - 1) // step) * nx, np.float64)
+    n = 0
+    for j in range(0, ny, step):
+        for i in range(nx):
+            v = img[j, i]
+            if bbin[j >> 1, i >> 1] >= 0 and _valid(v, ok[j, i], sentinel):
+                out[n] = float(v)
+                n += 1
+    return out[:n]
+
+
+def _median_of_counts(counts: np.ndarray, big: np.ndarray) -> float:
+    """``np.median`` of the values with these counts (value = index) plus the listed larger ones."""
+    n = int(counts.sum()) + len(big)
+    if n == 0:
+        return float("nan")
+    cum = np.cumsum(counts)
+
+    def kth(k: int) -> float:  # k-th smallest, 0-based
+        if k < cum[-1]:
+            return float(np.searchsorted(cum, k, side="right"))
+        return float(np.partition(big, k - int(cum[-1]))[k - int(cum[-1])])
+
+    if n % 2:
+        return kth(n // 2)
+    return (kth(n // 2 - 1) + kth(n // 2)) / 2.0
+
+
