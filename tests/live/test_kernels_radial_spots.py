@@ -21,7 +21,7 @@ def reference(frame, c, *, snr_seed=8.0, snr_grow=3.0, min_spot_size=3, max_spot
     ny, nx = frame.shape
     f = frame.astype(np.float64)
     sent = sentinel_for(frame.dtype)
-    valid = (c.ok != 0) & (frame != sent) & (f >= 0) & ~np.isnan(f)
+    valid = (c.ok != 0) & (frame != sent) & (f >= 0) & np.isfinite(f)
     pbin = np.repeat(np.repeat(t.bin, 2, 0), 2, 1)[:ny, :nx].astype(np.int64)
     nb = t.n_bins
     clip = np.full(nb, np.inf)
@@ -230,6 +230,8 @@ def test_nan_and_inf_in_float_frames_and_stale_buffers():
     assert np.isfinite(prof.sums).all()
     hot = img.copy()
     hot[10, 10] = np.inf
+    hot[11, 12] = -np.inf
+    check(hot, c)  # infinities are invalid pixels, as NaN
     for method in ("radial", "dispersion"):
         ws = make_workspace(method)
         analyse_frame(hot, constants=c, method=method, workspace=ws)

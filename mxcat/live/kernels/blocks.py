@@ -18,7 +18,7 @@ from .geometry import SeriesConstants
 
 @numba.njit(cache=True, inline="always")
 def _valid(v, okp, sentinel):
-    return (okp != 0) & (v != sentinel) & (v >= 0) & (v == v)
+    return (okp != 0) & (v != sentinel) & (v >= 0) & ((v - v) == 0)
 
 
 class BlockTables:

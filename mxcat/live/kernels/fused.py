@@ -2,7 +2,7 @@
 
 Same definitions as :mod:`.spots`, :mod:`.stats` and :mod:`.radial` (see their docstrings); this
 module only changes how they are computed. Each frame row is read once, when it enters the
-(2k+1)-row window of the dispersion filter: its validity (mask, sentinel, negative, NaN) is tested
+(2k+1)-row window of the dispersion filter: its validity (mask, sentinel, negative, NaN, infinite) is tested
 once and the row is stored, cleaned (invalid → 0, plus a 0/1 flag), in a ring buffer of 2k+2 rows;
 the same step accumulates valid/saturated counts, the stride-4 background sample, the ice-band
 sums and the radial sums. Column sums are updated from the ring (add the entering row, remove the
@@ -153,7 +153,7 @@ def _ingest(img, ok, sentinel, r, slot, ring_v, ring_f, bins, weight, use_weight
     # branch-free (vectorised) validity test
     for i in range(nx):
         v = src[i]
-        good = (okr[i] != 0) & (v != sentinel) & (v >= 0) & (v == v)
+        good = (okr[i] != 0) & (v != sentinel) & (v >= 0) & ((v - v) == 0)
         vc = v if good else zero
         rv[i] = vc
         rf[i] = good

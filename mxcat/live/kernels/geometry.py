@@ -11,7 +11,7 @@ and DISTL flag); a pixel or spot lies in a ring's band when |d*² − 1/d²| <= 
 per-image analysis), and in its "neighbour" band when half_width < |Δ| <= 3·half_width (used
 as local background for the ice-ring score). Invalid pixels are those flagged in the detector
 mask (non-zero, DECTRIS convention) plus, per frame, the sentinel 2^n − 1 of the frame's integer
-type (2^(n−1) − 1 for signed types), negative values and NaN; the sentinel test is done inline by
+type (2^(n−1) − 1 for signed types), negative values, NaN and infinities; the sentinel test is done inline by
 every kernel, so no per-frame mask is ever built. Everything here is computed once per series.
 """
 
@@ -30,7 +30,7 @@ ICE_RINGS_D: tuple[float, ...] = (3.897, 3.669, 3.441, 2.671, 2.249, 2.072, 1.94
 
 def sentinel_for(dtype: np.dtype | type) -> int | float:
     """The value marking gaps and dead pixels for ``dtype``: 2^n − 1 (unsigned), 2^(n−1) − 1
-    (signed), −1 for floating point (negative values and NaN are always invalid)."""
+    (signed), −1 for floating point (negative values, NaN and infinities are always invalid)."""
     dt = np.dtype(dtype)
     if np.issubdtype(dt, np.integer):
         return dt.type(np.iinfo(dt).max)

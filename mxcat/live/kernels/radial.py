@@ -68,7 +68,7 @@ def radial_sums(img, bins, sentinel, n_bins):
         for i in range(nx):
             b = bins[j, i]
             v = img[j, i]
-            if b >= 0 and v != sentinel and v >= 0 and v == v:
+            if b >= 0 and v != sentinel and v >= 0 and (v - v) == 0:
                 sums[b] += v
                 counts[b] += 1
     return sums, counts
@@ -84,7 +84,7 @@ def radial_sums_weighted(img, bins, weight, sentinel, n_bins):
         for i in range(nx):
             b = bins[j, i]
             v = img[j, i]
-            if b >= 0 and v != sentinel and v >= 0 and v == v:
+            if b >= 0 and v != sentinel and v >= 0 and (v - v) == 0:
                 sums[b] += v * weight[j, i]
                 counts[b] += 1
     return sums, counts

@@ -30,7 +30,7 @@ Pixel statistics in the same sweep: valid and saturated counts, the radial profi
 optionally weighted per block by the mean of its pixels' polarisation/solid-angle weights). The
 ice-ring score uses the profile: per ring, mean of the bins whose centre lies within the band
 minus the mean of its neighbour bins, over max(1, model σ of the neighbour bins). Validity as
-everywhere: detector mask, sentinel 2^n − 1, negative values and NaN.
+everywhere: detector mask, sentinel 2^n − 1, negative values, NaN and infinities.
 
 Cost: integer frames are read once on the model rows (per-bin histograms of the values below
 ``HIST`` plus a list of larger ones, from which every clipping iteration is computed exactly)
@@ -57,7 +57,7 @@ __all__ = ["CHUNK", "HIST", "MIN_MODEL_PIXELS", "SIGMA_FLOOR", "BlockTables", "R
 
 @numba.njit(cache=True, inline="always")
 def _good(v, sentinel):
-    return (v != sentinel) & (v >= 0) & (v == v)
+    return (v != sentinel) & (v >= 0) & ((v - v) == 0)
 
 
 @numba.njit(cache=True, inline="always")

@@ -65,7 +65,7 @@ class SpotList:
 
 @numba.njit(cache=True, inline="always")
 def _valid(v, sentinel):
-    return v != sentinel and v >= 0 and v == v
+    return v != sentinel and v >= 0 and (v - v) == 0
 
 
 @numba.njit(cache=True)

@@ -68,7 +68,7 @@ def pixel_pass(img, ok, ice, near, n_rings, sentinel, saturation, stride):
     for j in range(ny):
         for i in range(nx):
             v = img[j, i]
-            if ok[j, i] and v != sentinel and v >= 0 and v == v:
+            if ok[j, i] and v != sentinel and v >= 0 and (v - v) == 0:
                 n_valid += 1
                 f = float(v)
                 if f >= saturation:
