@@ -54,6 +54,15 @@ def read_text(path: Path, adapter: str) -> str:
     return read_bytes(path, adapter).decode("utf-8", errors="replace")
 
 
+def read_lines(path: Path, adapter: str) -> tuple[str, list[str]]:
+    """The file's text and its lines; ParseError when the last line is cut off (a truncated file)."""
+    text = read_text(path, adapter)
+    lines = text.splitlines()
+    if text and not text.endswith(("\n", "\r")):
+        fail(adapter, path, "the file ends in the middle of a line: truncated", len(lines))
+    return text, lines
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

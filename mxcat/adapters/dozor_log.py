@@ -24,7 +24,7 @@ import re
 from pathlib import Path
 
 from mxcat.adapters import Parsed, Result
-from mxcat.adapters._util import fail, number, read_text
+from mxcat.adapters._util import fail, number, read_lines
 
 NAME = "dozor_log"
 
@@ -74,10 +74,7 @@ class DozorLog:
             return False
 
     def parse(self, path: Path) -> Parsed:
-        text = read_text(path, NAME)
-        lines = text.splitlines()
-        if text and not text.endswith(("\n", "\r")):
-            fail(NAME, path, "the file ends in the middle of a line: truncated", len(lines))
+        text, lines = read_lines(path, NAME)
         version = None
         layout = None
         start = 0

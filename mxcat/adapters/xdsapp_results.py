@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 
 from mxcat.adapters import Parsed, Result
-from mxcat.adapters._util import fail, keep_valid, read_text
+from mxcat.adapters._util import fail, keep_valid, read_lines
 from mxcat.adapters.xia2_summary import space_group
 
 NAME = "xdsapp_results"
@@ -63,10 +63,7 @@ class XdsappResults:
             return False
 
     def parse(self, path: Path) -> Parsed:
-        text = read_text(path, NAME)
-        lines = text.splitlines()
-        if text and not text.endswith(("\n", "\r")):
-            fail(NAME, path, "the file ends in the middle of a line: truncated", len(lines))
+        text, lines = read_lines(path, NAME)
         sections: dict[str, dict[str, tuple[str, int]]] = {}
         current: dict[str, tuple[str, int]] | None = None
         header: dict[str, tuple[str, int]] = {}

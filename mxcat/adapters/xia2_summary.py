@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 
 from mxcat.adapters import Parsed, Result
-from mxcat.adapters._util import fail, keep_valid, read_text
+from mxcat.adapters._util import fail, keep_valid, read_lines
 from mxcat.errors import ParseError
 
 NAME = "xia2_summary"
@@ -203,10 +203,7 @@ class Xia2Summary:
             return False
 
     def parse(self, path: Path) -> Parsed:
-        text = read_text(path, NAME)
-        lines = text.splitlines()
-        if text and not text.endswith(("\n", "\r")):
-            fail(NAME, path, "the file ends in the middle of a line: truncated", len(lines))
+        text, lines = read_lines(path, NAME)
         if not lines or not lines[0].strip().startswith("Project:"):
             fail(NAME, path, "not an xia2-summary.dat: it does not start with 'Project:'", 1)
         notes: list[str] = []

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mxcat.adapters import Parsed, Result
-from mxcat.adapters._util import fail, keep_valid, read_text
+from mxcat.adapters._util import fail, keep_valid, read_lines
 from mxcat.adapters.xia2_summary import (
     STAT_ROW_RE,
     StatBlock,
@@ -63,10 +63,7 @@ class Xia2Txt:
             return False
 
     def parse(self, path: Path) -> Parsed:
-        text = read_text(path, NAME)
-        lines = text.splitlines()
-        if text and not text.endswith(("\n", "\r")):
-            fail(NAME, path, "the file ends in the middle of a line: truncated", len(lines))
+        text, lines = read_lines(path, NAME)
         if _MARKERS.search(text[:65536].encode("utf-8", "replace")) is None:
             fail(NAME, path, "not an xia2.txt: no XIA2 banner or environment report", 1)
         version = command = status = None
