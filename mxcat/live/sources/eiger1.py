@@ -356,17 +356,25 @@ class PullSource:
     ``stop_after_end``. A context passed in is left open; one made here is terminated by :meth:`close`.
     """
 
+    decoder_class: type[DecoderBase] | None = None
+    """The protocol's decoder, made when none is given (set by the protocol's subclass)."""
+
     def __init__(
         self,
         endpoint: str,
-        decoder: DecoderBase,
+        decoder: DecoderBase | None = None,
         *,
         ctx: zmq.Context | None = None,
         timeout: float | None = None,
         bind: bool = False,
         stop_after_end: bool = False,
         rcvhwm: int = 1000,
+        decode_pixels: bool = True,
     ) -> None:
+        if decoder is None:
+            if self.decoder_class is None:
+                raise TypeError("PullSource needs a decoder (or use Eiger1Source / Eiger2Source)")
+            decoder = self.decoder_class(decode_pixels=decode_pixels)
         self.endpoint = endpoint
         self.decoder = decoder
         self.timeout = timeout
@@ -419,13 +427,4 @@ class PullSource:
 class Eiger1Source(PullSource):
     """Eiger Stream V1 over ZeroMQ PULL; see :class:`PullSource` for the options."""
 
-    def __init__(
-        self,
-        endpoint: str,
-        *,
-        ctx: zmq.Context | None = None,
-        timeout: float | None = None,
-        decode_pixels: bool = True,
-        **kw: Any,
-    ) -> None:
-        super().__init__(endpoint, Eiger1Decoder(decode_pixels=decode_pixels), ctx=ctx, timeout=timeout, **kw)
+    decoder_class = Eiger1Decoder

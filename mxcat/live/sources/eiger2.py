@@ -21,7 +21,6 @@ from typing import Any
 
 import cbor2
 import numpy as np
-import zmq
 
 from mxcat.live.frames import Frame, SeriesEnd, SeriesInfo
 from mxcat.live.sources.decode import DecodeError, decode_bslz4, decode_lz4_framed, decode_raw
@@ -320,13 +319,4 @@ class Eiger2Decoder(DecoderBase):
 class Eiger2Source(PullSource):
     """Eiger Stream V2 over ZeroMQ PULL; see :class:`~mxcat.live.sources.eiger1.PullSource`."""
 
-    def __init__(
-        self,
-        endpoint: str,
-        *,
-        ctx: zmq.Context | None = None,
-        timeout: float | None = None,
-        decode_pixels: bool = True,
-        **kw: Any,
-    ) -> None:
-        super().__init__(endpoint, Eiger2Decoder(decode_pixels=decode_pixels), ctx=ctx, timeout=timeout, **kw)
+    decoder_class = Eiger2Decoder
