@@ -5,9 +5,10 @@ from __future__ import annotations
 import bz2
 import gzip
 import hashlib
+import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from mxcat.errors import ParseError
 
@@ -61,6 +62,18 @@ def read_lines(path: Path, adapter: str) -> tuple[str, list[str]]:
     if text and not text.endswith(("\n", "\r")):
         fail(adapter, path, "the file ends in the middle of a line: truncated", len(lines))
     return text, lines
+
+
+def read_json(path: Path, adapter: str) -> Any:
+    """The file as a JSON document (UTF-8), or ParseError naming the line of a syntax error."""
+    try:
+        return json.loads(read_bytes(path, adapter).decode("utf-8", errors="strict"))
+    except UnicodeDecodeError as err:
+        raise ParseError(f"not UTF-8 text: {err}", adapter=adapter, path=path) from err
+    except json.JSONDecodeError as err:
+        raise ParseError(f"not valid JSON: {err.msg}", adapter=adapter, path=path, line=err.lineno) from err
+    except RecursionError as err:
+        raise ParseError("JSON nested too deeply", adapter=adapter, path=path) from err
 
 
 def sha256_file(path: Path) -> str:

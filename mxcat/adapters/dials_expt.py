@@ -19,7 +19,6 @@ the indexing program's own summary. DIALS writes no program version into .expt f
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from datetime import UTC, datetime
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mxcat.adapters import Parsed, Result
-from mxcat.adapters._util import fail, read_text
+from mxcat.adapters._util import fail, read_json
 from mxcat.errors import ParseError
 
 NAME = "dials_expt"
@@ -97,13 +96,7 @@ class DialsExpt:
             return False
 
     def parse(self, path: Path) -> Parsed:
-        text = read_text(path, NAME)
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ParseError(f"not valid JSON: {err.msg}", adapter=NAME, path=path, line=err.lineno) from err
-        except RecursionError as err:
-            raise ParseError("JSON nested too deeply", adapter=NAME, path=path) from err
+        doc = read_json(path, NAME)
         if not isinstance(doc, dict) or doc.get("__id__") != "ExperimentList":
             fail(NAME, path, "not a DIALS experiment list (no \"__id__\": \"ExperimentList\")", 1)
         experiments = doc.get("experiment")

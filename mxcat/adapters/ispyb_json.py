@@ -17,13 +17,12 @@ percent unless the values are impossible as percentages. The payload holds one r
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 from mxcat.adapters import Parsed
-from mxcat.adapters._util import keep_valid, read_bytes
+from mxcat.adapters._util import keep_valid, read_json
 from mxcat.adapters.ispyb_xml import SHELLS, Block, Source, assemble, norm, num, text
 from mxcat.errors import ParseError
 
@@ -65,15 +64,7 @@ class Edna2IspybJson:
             return False
 
     def parse(self, path: Path) -> Parsed:
-        raw = read_bytes(path, NAME)
-        try:
-            doc = json.loads(raw.decode("utf-8", errors="strict"))
-        except UnicodeDecodeError as err:
-            raise ParseError(f"not UTF-8 text: {err}", adapter=NAME, path=path) from err
-        except json.JSONDecodeError as err:
-            raise ParseError(f"not valid JSON: {err.msg}", adapter=NAME, path=path, line=err.lineno) from err
-        except RecursionError as err:
-            raise ParseError("JSON nested too deeply", adapter=NAME, path=path) from err
+        doc = read_json(path, NAME)
         if not isinstance(doc, dict) or not any(k in doc for k in KNOWN):
             raise ParseError(f"not an EDNA2 ISPyB payload: expected an object with some of {', '.join(KNOWN)}",
                              adapter=NAME, path=path)

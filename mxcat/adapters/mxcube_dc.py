@@ -18,13 +18,12 @@ others are noted). The ISPyB session and sample ids have no mmCAT item and becom
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 from mxcat.adapters import Parsed, Result
-from mxcat.adapters._util import keep_valid, read_bytes
+from mxcat.adapters._util import keep_valid, read_json
 from mxcat.adapters.ispyb_xml import iso_time, num, text
 from mxcat.errors import ParseError
 
@@ -100,15 +99,7 @@ class MxcubeDataCollection:
             return False
 
     def parse(self, path: Path) -> Parsed:
-        raw = read_bytes(path, NAME)
-        try:
-            doc = json.loads(raw.decode("utf-8", errors="strict"))
-        except UnicodeDecodeError as err:
-            raise _fail(path, f"not UTF-8 text: {err}") from err
-        except json.JSONDecodeError as err:
-            raise ParseError(f"not valid JSON: {err.msg}", adapter=NAME, path=path, line=err.lineno) from err
-        except RecursionError as err:
-            raise _fail(path, "JSON nested too deeply") from err
+        doc = read_json(path, NAME)
         return self.parse_dict(doc, path)
 
     def parse_dict(self, doc: Any, path: Path = Path("<mxcube>")) -> Parsed:
