@@ -59,8 +59,10 @@ class RadialProfile:
 
 
 @numba.njit(cache=True)
-def radial_sums(img, bins, sentinel, n_bins):
-    """Per-bin sum and count of valid pixels (``bins`` −1 excludes a pixel)."""
+def radial_sums(img, bins, weight, sentinel, n_bins):
+    """Per-bin sum and count of valid pixels (``bins`` −1 excludes a pixel); each value is
+    multiplied by its correction factor from ``weight``, or taken as it is when ``weight`` is None
+    (that branch is removed at compile time)."""
     sums = np.zeros(n_bins, np.float64)
     counts = np.zeros(n_bins, np.int64)
     ny, nx = img.shape
@@ -69,23 +71,10 @@ def radial_sums(img, bins, sentinel, n_bins):
             b = bins[j, i]
             v = img[j, i]
             if b >= 0 and v != sentinel and v >= 0 and (v - v) == 0:
-                sums[b] += v
-                counts[b] += 1
-    return sums, counts
-
-
-@numba.njit(cache=True)
-def radial_sums_weighted(img, bins, weight, sentinel, n_bins):
-    """As :func:`radial_sums` with a per-pixel correction factor."""
-    sums = np.zeros(n_bins, np.float64)
-    counts = np.zeros(n_bins, np.int64)
-    ny, nx = img.shape
-    for j in range(ny):
-        for i in range(nx):
-            b = bins[j, i]
-            v = img[j, i]
-            if b >= 0 and v != sentinel and v >= 0 and (v - v) == 0:
-                sums[b] += v * weight[j, i]
+                if weight is None:
+                    sums[b] += v
+                else:
+                    sums[b] += v * weight[j, i]
                 counts[b] += 1
     return sums, counts
 
@@ -95,8 +84,5 @@ def radial_profile(frame: np.ndarray, *, constants: SeriesConstants, sentinel: i
     if frame.shape != constants.shape:
         raise ValueError(f"frame shape {frame.shape} does not match series shape {constants.shape}")
     sent = sentinel_for(frame.dtype) if sentinel is None else frame.dtype.type(sentinel)
-    if constants.radial_weight is None:
-        sums, counts = radial_sums(frame, constants.radial_bin, sent, constants.n_bins)
-    else:
-        sums, counts = radial_sums_weighted(frame, constants.radial_bin, constants.radial_weight, sent, constants.n_bins)
+    sums, counts = radial_sums(frame, constants.radial_bin, constants.radial_weight, sent, constants.n_bins)
     return RadialProfile(axis=constants.radial_axis, edges=constants.radial_edges, sums=sums, n_pixels=counts)
