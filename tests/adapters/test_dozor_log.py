@@ -9,7 +9,7 @@ import pytest
 
 from mxcat.adapters.dozor_log import ADAPTER
 from mxcat.errors import ParseError
-from tests.adapters.conftest import mutations, values_of
+from tests.adapters.conftest import fuzz_adapter, values_of
 
 REAL = "live_analysis/dozor-2.0.2_esrf.log"
 NO_RESULTS = "live_analysis/dozor-2.0.2_esrf_no_results.log"
@@ -117,15 +117,7 @@ def test_detect_never_raises():
 @pytest.mark.parametrize("seed", range(5))
 def test_fuzz(corpus_file, onto, tmp_path, seed):
     for k, data in enumerate((corpus_file(REAL).read_bytes(), corpus_file(NO_RESULTS).read_bytes(), V131.encode())):
-        for i, blob in enumerate(mutations(data, seed + 10 * k)):
-            p = tmp_path / f"m{k}_{i}.log"
-            p.write_bytes(blob)
-            try:
-                parsed = ADAPTER.parse(p)
-            except ParseError as err:
-                assert err.path == str(p) and err.adapter == "dozor_log"
-                continue
-            values_of(parsed, onto)
+        fuzz_adapter(ADAPTER, data, tmp_path / "m.log", onto, seeds=[seed + 10 * k], nonempty=True)
 
 
 def test_wrong_kind(corpus_file):

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from mxcat.adapters._util import read_head
 from mxcat.adapters.ispyb_json import ADAPTER
 from mxcat.errors import ParseError
-from tests.adapters.conftest import mutations, values_of
+from tests.adapters.conftest import fuzz_adapter, values_of
 
 BIOMAX = "ispyb_xml/edna2-maxiv-biomax_autoPROC-20230222_ispyb-results.json"
 
@@ -137,14 +137,4 @@ def test_truncated_file_names_file_and_line(corpus_file, tmp_path):
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 10_000))
 def test_mutations_parse_or_fail_cleanly(corpus_file, tmp_path, onto, seed):
-    data = corpus_file(BIOMAX).read_bytes()
-    for i, m in enumerate(mutations(data, seed, n=12)):
-        f = tmp_path / f"m{i}.json"
-        f.write_bytes(m)
-        try:
-            p = ADAPTER.parse(f)
-        except ParseError as err:
-            assert err.path == str(f)
-            continue
-        for r in p.results:
-            values_of(p, onto, r.label)
+    fuzz_adapter(ADAPTER, corpus_file(BIOMAX).read_bytes(), tmp_path / "m.json", onto, seeds=[seed], n=12)

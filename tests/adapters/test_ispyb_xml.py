@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from mxcat.adapters.ispyb_xml import ADAPTER, STATISTICS
 from mxcat.errors import ParseError
-from tests.adapters.conftest import mutations, values_of
+from tests.adapters.conftest import fuzz_adapter, values_of
 
 D = "ispyb_xml/"
 TWO = D + "autoproc-1.0.5-20210420_two-scaling-containers_anonymised.xml"
@@ -377,14 +377,4 @@ def test_missing_file_is_a_parse_error(tmp_path):
 @given(seed=st.integers(0, 10_000))
 def test_mutations_parse_or_fail_cleanly(corpus_file, tmp_path, onto, seed):
     for rel in (STARANISO, WRAPPED):
-        data = corpus_file(rel).read_bytes()
-        for i, m in enumerate(mutations(data, seed, n=8)):
-            f = tmp_path / f"m{i}.xml"
-            f.write_bytes(m)
-            try:
-                p = ADAPTER.parse(f)
-            except ParseError as err:
-                assert err.path == str(f)
-                continue
-            for r in p.results:
-                values_of(p, onto, r.label)
+        fuzz_adapter(ADAPTER, corpus_file(rel).read_bytes(), tmp_path / "m.xml", onto, seeds=[seed], n=8)

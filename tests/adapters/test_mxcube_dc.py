@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from mxcat.adapters._util import read_head
 from mxcat.adapters.mxcube_dc import ADAPTER
 from mxcat.errors import ParseError
-from tests.adapters.conftest import mutations, values_of
+from tests.adapters.conftest import fuzz_adapter, values_of
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "adapters"
 COMPLETE = DATA / "mxcube_dc_complete.json"
@@ -174,12 +174,4 @@ def test_truncated_file_names_file_and_line(tmp_path):
 @given(seed=st.integers(0, 10_000))
 def test_mutations_parse_or_fail_cleanly(tmp_path, onto, seed):
     for src in (COMPLETE, MINIMAL):
-        for i, m in enumerate(mutations(src.read_bytes(), seed, n=12)):
-            f = tmp_path / f"m{i}.json"
-            f.write_bytes(m)
-            try:
-                p = ADAPTER.parse(f)
-            except ParseError as err:
-                assert err.path == str(f)
-                continue
-            values_of(p, onto)
+        fuzz_adapter(ADAPTER, src.read_bytes(), tmp_path / "m.json", onto, seeds=[seed], n=12, nonempty=True)

@@ -8,7 +8,7 @@ import pytest
 
 from mxcat.adapters.xia2_summary import ADAPTER
 from mxcat.errors import ParseError
-from tests.adapters.conftest import mutations, values_of
+from tests.adapters.conftest import fuzz_adapter, values_of
 
 REAL = "xia2/xia2-2014_dls-i04-1_C2221_xia2-summary.dat"
 OTHERS = [
@@ -134,17 +134,8 @@ def test_detect_never_raises():
 
 @pytest.mark.parametrize("seed", range(6))
 def test_fuzz(corpus_file, onto, tmp_path, seed):
-    data = corpus_file(REAL).read_bytes()
-    for i, blob in enumerate(mutations(data, seed) + mutations(MAD.encode(), seed + 100)):
-        p = tmp_path / f"m{i}.dat"
-        p.write_bytes(blob)
-        try:
-            parsed = ADAPTER.parse(p)
-        except ParseError as err:
-            assert err.path == str(p) and err.adapter == "xia2_summary"
-            continue
-        for r in parsed.results:
-            values_of(parsed, onto, r.label)
+    fuzz_adapter(ADAPTER, corpus_file(REAL).read_bytes(), tmp_path / "m.dat", onto, seeds=[seed])
+    fuzz_adapter(ADAPTER, MAD.encode(), tmp_path / "m.dat", onto, seeds=[seed + 100])
 
 
 def test_wrong_kind(corpus_file):

@@ -10,7 +10,7 @@ import pytest
 from mxcat.adapters.xia2_summary import ADAPTER as SUMMARY
 from mxcat.adapters.xia2_txt import ADAPTER
 from mxcat.errors import ParseError
-from tests.adapters.conftest import mutations, values_of
+from tests.adapters.conftest import fuzz_adapter, values_of
 
 FAILED = "xia2/xia2-0.3.6.3_dls-i04-1_indexing-error_xia2.txt"
 SUMMARY_FILE = "xia2/xia2-2014_dls-i04-1_C2221_xia2-summary.dat"
@@ -104,16 +104,7 @@ def test_detect_never_raises():
 def test_fuzz(corpus_file, onto, tmp_path, seed):
     sources = [corpus_file(FAILED).read_bytes(), FIXTURE.read_bytes()]
     for k, data in enumerate(sources):
-        for i, blob in enumerate(mutations(data, seed + 10 * k)):
-            p = tmp_path / f"m{k}_{i}.txt"
-            p.write_bytes(blob)
-            try:
-                parsed = ADAPTER.parse(p)
-            except ParseError as err:
-                assert err.path == str(p) and err.adapter == "xia2_txt"
-                continue
-            for r in parsed.results:
-                values_of(parsed, onto, r.label)
+        fuzz_adapter(ADAPTER, data, tmp_path / "m.txt", onto, seeds=[seed + 10 * k])
 
 
 def test_wrong_kind(corpus_file):
