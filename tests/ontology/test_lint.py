@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from mxcat.ontology.lint import lint
 
 
@@ -65,15 +67,39 @@ def test_cif_syntax_error(dict_copy, ddl_path, pdbx_path):
     _assert_rule(_run(dict_copy, ddl_path, pdbx_path), "cif-syntax", "mmcat_live.dic", line)
 
 
-def test_ddl2_unknown_attribute(dict_copy, ddl_path, pdbx_path):
-    line = _edit_frame(dict_copy / "mmcat_live.dic", "_mmcat_live_image.hit", "_item_type.code", "_item_type.kode")
-    _assert_rule(_run(dict_copy, ddl_path, pdbx_path), "ddl2", "mmcat_live.dic", line)
+# One broken line in one frame -> the rule that must report it, at that line.
+FRAME_EDITS = [
+    pytest.param("mmcat_live.dic", "_mmcat_live_image.hit", "_item_type.code",
+                 "_item_type.kode", "ddl2", id="ddl2_unknown_attribute"),
+    pytest.param("mmcat_collection.dic", "_mmcat_collection.flux", "_item.mandatory_code                   no",
+                 "_item.mandatory_code                   maybe", "ddl2", id="ddl2_enumeration"),
+    pytest.param("mmcat_collection.dic", "_mmcat_collection.flux", "    _item_units.code                       photons_per_second\n",
+                 "", "units-missing", id="numeric_item_without_units"),
+    pytest.param("mmcat_collection.dic", "_mmcat_collection.flux", "photons_per_second",
+                 "photons_per_fortnight", "units-unknown", id="unknown_unit"),
+    pytest.param("mmcat_collection.dic", "_mmcat_collection.flux", "_item_type.code                        float",
+                 "_item_type.code                        real", "type-unknown", id="unknown_type"),
+    pytest.param("mmcat_live.dic", "_mmcat_live_image.noisiness_method_1", "        0  1\n",
+                 "        1  0\n", "range", id="inverted_range"),
+    pytest.param("mmcat_processing.dic", "_reflns.mmcat_ISa", "    _pdbx_item_range.maximum\n        5    5\n",
+                 "    _pdbx_item_range.maximum\n        -5   -5\n", "range", id="advisory_range_outside_the_hard_range"),
+    pytest.param("mmcat_live.dic", "_mmcat_live_image.n_spots_4A", "target             n_spots_4A",
+                 "target             n_spots_total", "mapping-duplicate", id="mapping_target_claimed_by_two_items"),
+    pytest.param("mmcat_live.dic", "_mmcat_live_image.n_spots_4A", "scheme             dials",
+                 "scheme             dialz", "mapping-scheme", id="mapping_to_an_undeclared_scheme"),
+    pytest.param("mmcat_live.dic", "_mmcat_live_image.dozor_spots", "    save_\n",
+                 "    _mmcat_item.status                     deprecated\n    save_\n", "deprecation", id="deprecated_item_needs_a_replacement"),
+    pytest.param("mmcat_live.dic", "_mmcat_live_image.dozor_spots", "_item.category_id                      mmcat_live_image",
+                 "_item.category_id                      mmcat_live_imaje", "category-unknown", id="unknown_category"),
+    pytest.param("mmcat_pdbx.dic", "_reflns.pdbx_Rmerge_I_obs", "_item_units.code                       none",
+                 "_item_units.code                       percent", "pdbx-redefined", id="unitless_pdbx_item_cannot_become_a_percentage"),
+]
 
 
-def test_ddl2_enumeration(dict_copy, ddl_path, pdbx_path):
-    line = _edit_frame(dict_copy / "mmcat_collection.dic", "_mmcat_collection.flux", "_item.mandatory_code                   no",
-                       "_item.mandatory_code                   maybe")
-    _assert_rule(_run(dict_copy, ddl_path, pdbx_path), "ddl2", "mmcat_collection.dic", line)
+@pytest.mark.parametrize(("file_name", "frame", "old", "new", "rule"), FRAME_EDITS)
+def test_a_broken_frame_is_reported(dict_copy, ddl_path, pdbx_path, file_name, frame, old, new, rule):
+    line = _edit_frame(dict_copy / file_name, frame, old, new)
+    _assert_rule(_run(dict_copy, ddl_path, pdbx_path), rule, file_name, line)
 
 
 def test_ddl2_value_form(dict_copy, ddl_path, pdbx_path):
@@ -84,47 +110,10 @@ def test_ddl2_value_form(dict_copy, ddl_path, pdbx_path):
     _assert_rule(report, "ddl2", "mmcat_collection.dic", line)
 
 
-def test_numeric_item_without_units(dict_copy, ddl_path, pdbx_path):
-    line = _edit_frame(dict_copy / "mmcat_collection.dic", "_mmcat_collection.flux", "    _item_units.code                       photons_per_second\n", "")
-    _assert_rule(_run(dict_copy, ddl_path, pdbx_path), "units-missing", "mmcat_collection.dic", line)
-
-
-def test_unknown_unit(dict_copy, ddl_path, pdbx_path):
-    line = _edit_frame(dict_copy / "mmcat_collection.dic", "_mmcat_collection.flux", "photons_per_second", "photons_per_fortnight")
-    _assert_rule(_run(dict_copy, ddl_path, pdbx_path), "units-unknown", "mmcat_collection.dic", line)
-
-
-def test_unknown_type(dict_copy, ddl_path, pdbx_path):
-    line = _edit_frame(dict_copy / "mmcat_collection.dic", "_mmcat_collection.flux", "_item_type.code                        float",
-                       "_item_type.code                        real")
-    _assert_rule(_run(dict_copy, ddl_path, pdbx_path), "type-unknown", "mmcat_collection.dic", line)
-
-
-def test_inverted_range(dict_copy, ddl_path, pdbx_path):
-    line = _edit_frame(dict_copy / "mmcat_live.dic", "_mmcat_live_image.noisiness_method_1", "        0  1\n", "        1  0\n")
-    _assert_rule(_run(dict_copy, ddl_path, pdbx_path), "range", "mmcat_live.dic", line)
-
-
-def test_advisory_range_outside_the_hard_range(dict_copy, ddl_path, pdbx_path):
-    line = _edit_frame(dict_copy / "mmcat_processing.dic", "_reflns.mmcat_ISa", "    _pdbx_item_range.maximum\n        5    5\n",
-                       "    _pdbx_item_range.maximum\n        -5   -5\n")
-    _assert_rule(_run(dict_copy, ddl_path, pdbx_path), "range", "mmcat_processing.dic", line)
-
-
 def test_bad_type_regex(dict_copy, ddl_path, pdbx_path):
     _edit(dict_copy / "mmcat_ddl-ext.dic", "idname                 uchar  '[A-Za-z0-9_]+'", "idname                 uchar  '[A-Za-z0-9_+'")
     report = _run(dict_copy, ddl_path, pdbx_path)
     assert any(p.rule == "regex" for p in report.errors), [str(p) for p in report.problems]
-
-
-def test_mapping_target_claimed_by_two_items(dict_copy, ddl_path, pdbx_path):
-    line = _edit_frame(dict_copy / "mmcat_live.dic", "_mmcat_live_image.n_spots_4A", "target             n_spots_4A", "target             n_spots_total")
-    _assert_rule(_run(dict_copy, ddl_path, pdbx_path), "mapping-duplicate", "mmcat_live.dic", line)
-
-
-def test_mapping_to_an_undeclared_scheme(dict_copy, ddl_path, pdbx_path):
-    line = _edit_frame(dict_copy / "mmcat_live.dic", "_mmcat_live_image.n_spots_4A", "scheme             dials", "scheme             dialz")
-    _assert_rule(_run(dict_copy, ddl_path, pdbx_path), "mapping-scheme", "mmcat_live.dic", line)
 
 
 def test_non_exact_mapping_needs_a_note(dict_copy, ddl_path, pdbx_path):
@@ -187,29 +176,11 @@ def test_flattening_selector_values_come_from_the_enumeration(dict_copy, ddl_pat
     _assert_rule(_run(dict_copy, ddl_path, pdbx_path), "flatten", "mmcat_pdbx.dic")
 
 
-def test_deprecated_item_needs_a_replacement(dict_copy, ddl_path, pdbx_path):
-    line = _edit_frame(dict_copy / "mmcat_live.dic", "_mmcat_live_image.dozor_spots", "    save_\n",
-                       "    _mmcat_item.status                     deprecated\n    save_\n")
-    _assert_rule(_run(dict_copy, ddl_path, pdbx_path), "deprecation", "mmcat_live.dic", line)
-
-
-def test_unknown_category(dict_copy, ddl_path, pdbx_path):
-    line = _edit_frame(dict_copy / "mmcat_live.dic", "_mmcat_live_image.dozor_spots", "_item.category_id                      mmcat_live_image",
-                       "_item.category_id                      mmcat_live_imaje")
-    _assert_rule(_run(dict_copy, ddl_path, pdbx_path), "category-unknown", "mmcat_live.dic", line)
-
-
 def test_loose_mapping_of_an_unknown_item(dict_copy, ddl_path, pdbx_path):
     with (dict_copy / "mmcat_live.dic").open("a") as f:
         f.write("\nloop_\n_mmcat_item_mapping.name\n_mmcat_item_mapping.scheme\n_mmcat_item_mapping.target\n"
                 "_mmcat_item_mapping.target_selector\n'_reflns.pdbx_CC_halff' dials cc .\n")
     _assert_rule(_run(dict_copy, ddl_path, pdbx_path), "mapping-item", "mmcat_live.dic")
-
-
-def test_unitless_pdbx_item_cannot_become_a_percentage(dict_copy, ddl_path, pdbx_path):
-    line = _edit_frame(dict_copy / "mmcat_pdbx.dic", "_reflns.pdbx_Rmerge_I_obs", "_item_units.code                       none",
-                       "_item_units.code                       percent")
-    _assert_rule(_run(dict_copy, ddl_path, pdbx_path), "pdbx-redefined", "mmcat_pdbx.dic", line)
 
 
 def test_mappings_of_flattened_items_need_a_selector(dict_copy, ddl_path, pdbx_path):
