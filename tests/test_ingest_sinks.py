@@ -114,3 +114,20 @@ def test_unknown_sink_is_a_config_error(tmp_path, monkeypatch, capsys, data_dir,
               "      contact_email: mx@example.org\n")
     code, _, err = run(["ingest", str(xml_file), *SUBJECT, "--sink", "icat"], capsys)
     assert code == 3 and "--sink icat" in err and "scicat (scicat)" in err
+
+
+def test_use_sinks_by_name_or_unique_type(tmp_path, data_dir):
+    from mxcat.client import Catalogue
+    from mxcat.config import Config, SinkConfig
+    from mxcat.errors import ConfigError
+
+    opts = {"url": "http://127.0.0.1:9", "owner_group": "mx", "contact_email": "mx@example.org"}
+    cfg = Config(version=1, sinks={"embedded": SinkConfig(type="embedded", options={"path": str(tmp_path / "c.sqlite")}),
+                        "a": SinkConfig(type="scicat", enabled=False, options=opts),
+                        "b": SinkConfig(type="scicat", enabled=False, options=opts)})
+    with Catalogue(cfg) as cat:
+        assert cat.sink_names == ["embedded"]
+        assert cat.use_sinks(["b", "embedded", "b"]) == ["b", "embedded"] and cat.sink_names == ["b", "embedded"]
+        with pytest.raises(ConfigError, match="several sinks have that type"):
+            cat.use_sinks(["scicat"])
+        assert cat.use_sinks(["embedded"]) == ["embedded"]  # a type with one sink, or its name
