@@ -119,13 +119,30 @@ CHUNK = 64
 
 @numba.njit(cache=True)
 def chunk_thresholds(lo, hi, thr_hi, out):
-    """Per chunk, the lowest seed threshold over its bins ``lo..hi`` (inf for a chunk without bins)."""
+    """Per chunk, the lowest seed threshold over its bins ``lo..hi`` (inf for a chunk without bins).
+    Range minima from a sparse table (level l holds the minima of 2^l consecutive bins): two
+    look-ups per chunk whatever the width of its bin range."""
+    nb = thr_hi.shape[0]
     nby, nch = lo.shape
+    levels = 1
+    while (1 << levels) <= nb:
+        levels += 1
+    table = np.empty((levels, max(nb, 1)))
+    for b in range(nb):
+        table[0, b] = thr_hi[b]
+    for lv in range(1, levels):
+        w = 1 << (lv - 1)
+        for b in range(nb - (1 << lv) + 1):
+            table[lv, b] = min(table[lv - 1, b], table[lv - 1, b + w])
+    log2 = np.zeros(nb + 1, np.int64)
+    for n in range(2, nb + 1):
+        log2[n] = log2[n >> 1] + 1
     for by in range(nby):
         for k in range(nch):
-            m = np.inf
-            for b in range(lo[by, k], hi[by, k] + 1):
-                m = min(m, thr_hi[b])
-            out[by, k] = m
-
-
+            a = lo[by, k]
+            z = hi[by, k]
+            if a > z:
+                out[by, k] = np.inf
+                continue
+            lv = log2[z - a + 1]
+            out[by, k] = min(table[lv, a], table[lv, z - (1 << lv) + 1])

@@ -163,13 +163,9 @@ def background_model(img, ok, sentinel, tables: BlockTables, *, step: int, itera
         hist, big_b, big_v = ws["hist"], ws["big_b"], ws["big_v"]
         n_big = model_histogram(img, ok, sentinel, tables.bin, step, hist, big_b, big_v)
         if n_big >= 0:
-            h = hist.sum(axis=0)
-            mom = np.zeros((nb, 3))
-            for _ in range(iterations + 1):
-                histogram_moments(h, big_b, big_v, n_big, clip, mom)
-                mu, sig = _model_from_moments(mom)
-                clip = mu + 3.0 * sig
-            return mu, sig, _median_of_counts(h.sum(axis=0), big_v[:n_big])
+            mu, sig, median = _histogram_model(hist, big_b, big_v, n_big, iterations, SIGMA_FLOOR,
+                                               float(MIN_MODEL_PIXELS))
+            return mu, sig, median
     if "acc" not in ws:
         ws["acc"] = np.zeros((nb, 3, 4))
     acc = ws["acc"]
@@ -196,20 +192,54 @@ def model_values(img, ok, sentinel, bbin, step):
     return out[:n]
 
 
-def _median_of_counts(counts: np.ndarray, big: np.ndarray) -> float:
-    """``np.median`` of the values with these counts (value = index) plus the listed larger ones."""
-    n = int(counts.sum()) + len(big)
+@numba.njit(cache=True)
+def _histogram_model(hist, big_b, big_v, n_big, iterations, floor, min_n):
+    """(μ, σ_e, median) from the lane histograms and the listed large values of
+    :func:`model_histogram`: ``iterations`` + 1 rounds of :func:`histogram_moments` and
+    :func:`_model_kernel`, then the median of all model values (``np.median``'s value)."""
+    lanes, nb, nh = hist.shape
+    h = np.zeros((nb, nh), np.int64)
+    for lane in range(lanes):
+        for b in range(nb):
+            for v in range(nh):
+                h[b, v] += hist[lane, b, v]
+    clip = np.full(nb, np.inf)
+    mom = np.zeros((nb, 3))
+    mu = np.zeros(nb)
+    sig = np.full(nb, floor)
+    for _ in range(iterations + 1):
+        histogram_moments(h, big_b, big_v, n_big, clip, mom)
+        mu, sig = _model_kernel(mom, floor, min_n)
+        clip = mu + 3.0 * sig
+    counts = np.zeros(nh, np.int64)
+    for b in range(nb):
+        for v in range(nh):
+            counts[v] += h[b, v]
+    return mu, sig, _median_of_counts(counts, np.sort(big_v[:n_big]))
+
+
+@numba.njit(cache=True)
+def _median_of_counts(counts, big_sorted):
+    """``np.median`` of the values with these counts (value = index) plus the larger ones, sorted
+    (all of them above the counted values); nan when there are none."""
+    n_small = counts.sum()
+    n = n_small + big_sorted.shape[0]
     if n == 0:
-        return float("nan")
-    cum = np.cumsum(counts)
-
-    def kth(k: int) -> float:  # k-th smallest, 0-based
-        if k < cum[-1]:
-            return float(np.searchsorted(cum, k, side="right"))
-        return float(np.partition(big, k - int(cum[-1]))[k - int(cum[-1])])
-
+        return np.nan
+    lo = _kth(counts, n_small, big_sorted, (n - 1) // 2)
     if n % 2:
-        return kth(n // 2)
-    return (kth(n // 2 - 1) + kth(n // 2)) / 2.0
+        return lo
+    return (lo + _kth(counts, n_small, big_sorted, n // 2)) / 2.0
 
 
+@numba.njit(cache=True)
+def _kth(counts, n_small, big_sorted, k):
+    """The k-th smallest (0-based) of the counted values followed by ``big_sorted``."""
+    if k >= n_small:
+        return big_sorted[k - n_small]
+    c = 0
+    for v in range(counts.shape[0]):
+        c += counts[v]
+        if c > k:
+            return float(v)
+    return np.nan

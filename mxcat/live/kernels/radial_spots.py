@@ -429,16 +429,26 @@ def ice_sums(rsum: np.ndarray, rcnt: np.ndarray, sig: np.ndarray, t: BlockTables
     """Per ring (row k = ring k, row 0 unused): [pixels, sum, sum of squares] of the band bins and of
     the neighbour bins, the neighbours' second moment taken from the background model
     (n·(σ² + mean²)), so that :func:`.stats.finish_statistics` gives the score of the module docstring."""
-    band = np.zeros((t.n_rings + 1, 3))
-    nbr = np.zeros((t.n_rings + 1, 3))
-    for k in range(1, t.n_rings + 1):
-        inb = t.ice_code == k
-        inn = t.ice_code == -k
-        band[k, 0], band[k, 1] = rcnt[inb].sum(), rsum[inb].sum()
-        n = rcnt[inn].sum()
-        nbr[k, 0], nbr[k, 1] = n, rsum[inn].sum()
+    return _ice_sums(rsum, rcnt, sig, t.ice_code, t.n_rings)
+
+
+@numba.njit(cache=True)
+def _ice_sums(rsum, rcnt, sig, code, n_rings):
+    band = np.zeros((n_rings + 1, 3))
+    nbr = np.zeros((n_rings + 1, 3))
+    var = np.zeros(n_rings + 1)
+    for b in range(code.shape[0]):
+        k = code[b]
+        if k > 0:
+            band[k, 0] += rcnt[b]
+            band[k, 1] += rsum[b]
+        elif k < 0:
+            nbr[-k, 0] += rcnt[b]
+            nbr[-k, 1] += rsum[b]
+            var[-k] += rcnt[b] * sig[b] ** 2
+    for k in range(1, n_rings + 1):
+        n = nbr[k, 0]
         if n > 0:
             mean = nbr[k, 1] / n
-            var = float((rcnt[inn] * sig[inn] ** 2).sum() / n)
-            nbr[k, 2] = n * (var + mean * mean)
+            nbr[k, 2] = n * (var[k] / n + mean * mean)
     return band, nbr
