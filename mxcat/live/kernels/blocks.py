@@ -41,6 +41,14 @@ class BlockTables:
                                      float(edges[0]), float(edges[-1]), nb, self.bin,
                                      self.weight if use_w else np.zeros((1, 1)))
         self.n_bins = nb
+        # pixels per bin, masked or not (the sweep subtracts the masked and invalid ones per frame)
+        g = np.full((nby, nbx), 4, np.int64)
+        if nx % 2:
+            g[:, -1] //= 2
+        if ny % 2:
+            g[-1, :] //= 2
+        inside = self.bin >= 0
+        self.pixels = np.bincount(self.bin[inside], weights=g[inside], minlength=nb).astype(np.int64)
         centres = 0.5 * (edges[:-1] + edges[1:])
         code = np.zeros(nb, np.int8)
         if constants.has_geometry and len(constants.ice_dstar2):

@@ -144,19 +144,23 @@ def _block_fix(r0, r1, o0, o1, two, sentinel, saturation, bs, bc, bm, bx):
 
 
 @numba.njit(cache=True)
-def _profile_row(br, wr, use_weight, bs, bc, rsum, rcnt):
-    """Add one block row to the profile sums (4 interleaved lanes); returns its valid pixel count
-    (all of them, also those outside the profile range)."""
-    n_valid = 0
+def _profile_row(br, wr, use_weight, bs, bc, full, rsum, rmiss):
+    """Add one block row to the profile sums (4 interleaved lanes). Pixel counts are not summed
+    block by block: a block short of its ``full`` pixel count (the pixels it has: 4, 2 or 1 at
+    odd edges) adds the shortfall to ``rmiss`` of its bin, and the counts are the bins' pixel
+    totals minus those (rare: masked or invalid pixels). Returns the shortfall of the whole row
+    (also outside the profile range)."""
+    missing = 0
     for bx in range(br.shape[0]):
         b = br[bx]
-        n_valid += bc[bx]
+        d = full[bx] - bc[bx]
+        missing += d
         if b >= 0:
-            lane = bx & 3
             s = float(bs[bx]) * wr[bx] if use_weight else float(bs[bx])
-            rsum[b, lane] += s
-            rcnt[b, lane] += bc[bx]
-    return n_valid
+            rsum[b, bx & 3] += s
+            if d != 0:
+                rmiss[b] += d
+    return missing
 
 
 @numba.njit(cache=True)
@@ -183,9 +187,10 @@ def _seed_row(br, bm, thr_hi, cthr, out):
 
 
 @numba.njit(cache=True)
-def block_pass(img, ok, sentinel, bbin, bweight, use_weight, thr_hi, cthr, saturation, rsum, rcnt, bs, bc, bm, seeds,
+def block_pass(img, ok, sentinel, bbin, bweight, use_weight, thr_hi, cthr, saturation, rsum, rmiss, bs, bc, bm, seeds,
                mask_ptr, mask_cols, mask_sparse):
-    """The full sweep (see module docstring). ``rsum``/``rcnt`` (n_bins, 4) are zeroed here;
+    """The full sweep (see module docstring). ``rsum`` (n_bins, 4) and ``rmiss`` (n_bins; pixels
+    of the bin's blocks that are masked or invalid, see :func:`_profile_row`) are zeroed here;
     ``bs``/``bc``/``bm`` are row buffers of length ≥ number of block columns; ``cthr`` holds the
     chunk thresholds of :func:`chunk_thresholds`; ``seeds`` receives
     the flat indices (by·nbx + bx) of blocks whose largest valid value passes the seed threshold
@@ -195,8 +200,13 @@ def block_pass(img, ok, sentinel, bbin, bweight, use_weight, thr_hi, cthr, satur
     ny, nx = img.shape
     nbx = (nx + 1) // 2
     rsum[:] = 0.0
-    rcnt[:] = 0
-    n_valid = 0
+    rmiss[:] = 0
+    full_two = np.full(nbx, 4, np.int32)  # pixels per block: 4, halved in an odd last column or row
+    full_one = np.full(nbx, 2, np.int32)
+    if nx % 2:
+        full_two[nbx - 1] = 2
+        full_one[nbx - 1] = 1
+    n_missing = 0
     n_sat = 0
     n_seed = 0
     cap = seeds.shape[0]
@@ -213,13 +223,14 @@ def block_pass(img, ok, sentinel, bbin, bweight, use_weight, thr_hi, cthr, satur
         else:
             n_sat += _block_row(img[j0], img[j1], ok[j0], ok[j1], two, sentinel, saturation, bs, bc, bm)
         br = bbin[by]
-        n_valid += _profile_row(br, bweight[by if use_weight else 0], use_weight, bs, bc, rsum, rcnt)
+        n_missing += _profile_row(br, bweight[by if use_weight else 0], use_weight, bs, bc, full_two if two else full_one,
+                                  rsum, rmiss)
         k = _seed_row(br, bm, thr_hi, cthr[by], row_seeds)
         for q in range(k):
             if n_seed < cap:
                 seeds[n_seed] = by * nbx + row_seeds[q]
             n_seed += 1
-    return n_valid, n_sat, n_seed
+    return ny * nx - n_missing, n_sat, n_seed
 
 
 @numba.njit(cache=True)
@@ -332,7 +343,7 @@ class RadialWorkspace:
         if key != self._key:
             ny, nx = shape
             nbx = (nx + 1) // 2
-            self.b = dict(rsum=np.zeros((n_bins, 4)), rcnt=np.zeros((n_bins, 4), np.int64),
+            self.b = dict(rsum=np.zeros((n_bins, 4)), rmiss=np.zeros(n_bins, np.int64),
                           cthr=np.empty(((ny + 1) // 2, (nbx + CHUNK - 1) // CHUNK)),
                           bs=np.zeros(nbx, np.int64 if np.issubdtype(dtype, np.integer) else np.float64),
                           bc=np.empty(nbx, np.int32), bm=np.empty(nbx, dtype), seeds=np.empty(1024, np.int64),
@@ -373,7 +384,7 @@ def analyse_frame_radial(frame: np.ndarray, *, constants: SeriesConstants, works
     chunk_thresholds(t.chunk_lo, t.chunk_hi, thr_hi, cthr)
     while True:
         n_valid, n_sat, n_seed = block_pass(frame, constants.ok, sent, t.bin, bw, use_w, thr_hi, cthr, sat, b["rsum"],
-                                            b["rcnt"], b["bs"], b["bc"], b["bm"], b["seeds"], t.mask_ptr, t.mask_cols,
+                                            b["rmiss"], b["bs"], b["bc"], b["bm"], b["seeds"], t.mask_ptr, t.mask_cols,
                                             t.mask_sparse)
         if n_seed <= len(b["seeds"]):
             break
@@ -399,7 +410,7 @@ def analyse_frame_radial(frame: np.ndarray, *, constants: SeriesConstants, works
                      n_pixels=npx.astype(np.int32), peak=peak, snr=snr, dstar2=constants.spot_dstar2(x=x, y=y),
                      n_strong_pixels=int(npx.sum()))
     rsum = b["rsum"].sum(axis=1)
-    rcnt = b["rcnt"].sum(axis=1)
+    rcnt = t.pixels - b["rmiss"]
     band, nbr = ice_sums(rsum, rcnt, sig, t)
     stats = finish_statistics(spots=spots, constants=constants, n_valid=int(n_valid), n_sat=int(n_sat) if count_sat else 0, band=band,
                               nbr=nbr, sample=None, background=background, hit_min_spots=hit_min_spots)
