@@ -14,11 +14,13 @@ from mxcat.live.kernels import radial_spots as rs
 from mxcat.live.kernels.geometry import sentinel_for
 
 
-def reference(frame, c, *, snr_seed=8.0, snr_grow=3.0, min_spot_size=3, max_spot_size=1000, model_step=16, iterations=2,
+def reference(frame, c, *, snr_seed=8.0, snr_grow=3.0, min_spot_size=3, max_spot_size=1000, model_step=None, iterations=2,
               saturation=None):
     """Every definition of radial_spots written out plainly."""
     t = rs.BlockTables(c)
     ny, nx = frame.shape
+    if model_step is None:  # at least 64 model rows, every 32nd row at most
+        model_step = max(1, min(32, ny // 64))
     f = frame.astype(np.float64)
     sent = sentinel_for(frame.dtype)
     valid = (c.ok != 0) & (frame != sent) & (f >= 0) & np.isfinite(f)
@@ -175,8 +177,8 @@ def test_model_paths_agree_when_values_are_large():
     mu_b, sig_b, bg_b = rs.background_model(img, c.ok, sent, t, step=16, iterations=2)  # histogram + list
     np.testing.assert_allclose(mu_a, mu_b, rtol=1e-12)
     np.testing.assert_allclose(sig_a, sig_b, rtol=1e-12)
-    assert bg_a == bg_b == reference(img, c)["background"]
-    ref = reference(img, c)
+    assert bg_a == bg_b == reference(img, c, model_step=16)["background"]
+    ref = reference(img, c, model_step=16)
     np.testing.assert_allclose(mu_b, ref["mu"], rtol=1e-12)
     check(img, c)
 
@@ -299,3 +301,17 @@ def test_flood_fill_buffers_too_small_are_grown_and_the_frame_walked_again():
     ref = analyse_frame(img, constants=c, workspace=make_workspace("radial"))[0]
     np.testing.assert_array_equal(spots.x, ref.x)
     np.testing.assert_array_equal(spots.n_pixels, ref.n_pixels)
+
+
+def test_default_model_step_keeps_at_least_64_model_rows():
+    assert [rs.auto_model_step(ny) for ny in (1, 63, 64, 200, 1065, 2048, 2167, 4371)] == [1, 1, 1, 3, 16, 32, 32, 32]
+    rng = np.random.default_rng(8)
+    img = rng.poisson(3.0, (300, 90)).astype(np.uint16)
+    img[100:103, 40:43] = 200
+    c = constants(img.shape, geometry=True)
+    auto = rs.analyse_frame_radial(img, constants=c)
+    explicit = rs.analyse_frame_radial(img, constants=c, model_step=4)
+    other = rs.analyse_frame_radial(img, constants=c, model_step=1)
+    assert auto[1].background == explicit[1].background
+    np.testing.assert_array_equal(auto[0].x, explicit[0].x)
+    assert auto[0].n == 1 and other[0].n == 1
