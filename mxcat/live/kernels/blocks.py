@@ -3,9 +3,9 @@
 A block is 2x2 pixels (cut by the frame edge at odd sizes); it belongs to the profile bin of the
 mean d*² (or radius from the frame centre without geometry) of its unmasked pixels, and its
 pixels with it. Built once per series and kept with the :class:`~.geometry.SeriesConstants`:
-block bins, mean block weights (polarisation/solid angle), the ice-ring code of each bin, per
-chunk of ``CHUNK`` blocks of a block row the interval of its bins (for the seed search), and the
-blocks that hold a masked pixel (redone with the mask after a mask-free sweep).
+block bins, mean block weights (polarisation/solid angle), the ice-ring code of each bin, the pixels
+of each bin, and the blocks that hold a masked pixel (redone with the mask after a mask-free
+sweep).
 """
 
 from __future__ import annotations
@@ -59,14 +59,6 @@ class BlockTables:
             code = np.where(dk <= hw, k + 1, np.where(dk <= 3 * hw, -(k + 1), 0)).astype(np.int8)
         self.ice_code = code
         self.n_rings = len(constants.ice_dstar2) if constants.has_geometry else 0
-        # per chunk of CHUNK blocks of a block row: the interval of its bins (lo > hi: none)
-        nch = (nbx + CHUNK - 1) // CHUNK
-        padded_bins = np.full((nby, nch * CHUNK), -1, np.int64)
-        padded_bins[:, :nbx] = self.bin
-        chunks = padded_bins.reshape(nby, nch, CHUNK)
-        has = chunks >= 0
-        self.chunk_lo = np.where(has.any(axis=2), np.where(has, chunks, nb).min(axis=2), 1).astype(np.int64)
-        self.chunk_hi = np.where(has.any(axis=2), chunks.max(axis=2), 0).astype(np.int64)
         # blocks holding a masked pixel, per block row: fixed up after a mask-free row sweep
         self.mask_ptr = np.concatenate([[0], np.cumsum(bad_blocks.sum(axis=1))]).astype(np.int64)
         self.mask_cols = np.nonzero(bad_blocks)[1].astype(np.int64)
@@ -119,38 +111,3 @@ def _block_geometry(coord, geometric, bcx, bcy, ok, weight, use_weight, lo, hi, 
                     bweight[by, bx] = bw[bx] / bn[bx]
             bins[by, bx] = b
     return bad
-
-
-CHUNK = 64
-"""Blocks per chunk of the seed search."""
-
-
-@numba.njit(cache=True)
-def chunk_thresholds(lo, hi, thr_hi, out):
-    """Per chunk, the lowest seed threshold over its bins ``lo..hi`` (inf for a chunk without bins).
-    Range minima from a sparse table (level l holds the minima of 2^l consecutive bins): two
-    look-ups per chunk whatever the width of its bin range."""
-    nb = thr_hi.shape[0]
-    nby, nch = lo.shape
-    levels = 1
-    while (1 << levels) <= nb:
-        levels += 1
-    table = np.empty((levels, max(nb, 1)))
-    for b in range(nb):
-        table[0, b] = thr_hi[b]
-    for lv in range(1, levels):
-        w = 1 << (lv - 1)
-        for b in range(nb - (1 << lv) + 1):
-            table[lv, b] = min(table[lv - 1, b], table[lv - 1, b + w])
-    log2 = np.zeros(nb + 1, np.int64)
-    for n in range(2, nb + 1):
-        log2[n] = log2[n >> 1] + 1
-    for by in range(nby):
-        for k in range(nch):
-            a = lo[by, k]
-            z = hi[by, k]
-            if a > z:
-                out[by, k] = np.inf
-                continue
-            lv = log2[z - a + 1]
-            out[by, k] = min(table[lv, a], table[lv, z - (1 << lv) + 1])

@@ -37,8 +37,9 @@ everywhere: detector mask, sentinel 2^n − 1, negative values, NaN and infiniti
 Cost: integer frames are read once on the model rows (per-bin histograms of the values below
 ``HIST`` plus a list of larger ones, from which every clipping iteration is computed exactly)
 and once in full (block sums, counts and maxima; the detector mask is applied by redoing only the
-blocks it touches); only blocks whose largest value passes the seed threshold are looked at pixel
-by pixel, by flood fill. ``tests/live/test_kernels_radial_spots.py`` states every definition
+blocks it touches); per block one add to the profile and one comparison of its maximum with the
+seed threshold of its bin (pixel counts come from per-bin totals minus the masked or invalid
+pixels, which are rare); only seed blocks are looked at pixel by pixel, by flood fill. ``tests/live/test_kernels_radial_spots.py`` states every definition
 again in plain NumPy/Python and compares. The per-series block tables live in :mod:`.blocks`, the
 background model in :mod:`.radial_model`; this module holds the sweep, the flood fill and the
 assembly of the results.
@@ -49,12 +50,12 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .blocks import CHUNK, BlockTables, _valid, chunk_thresholds
+from .blocks import BlockTables, _valid
 from .geometry import SeriesConstants, sentinel_for, zero_of
 from .radial_model import HIST, MIN_MODEL_PIXELS, SIGMA_FLOOR, background_model
 
-__all__ = ["CHUNK", "HIST", "MIN_MODEL_PIXELS", "SIGMA_FLOOR", "BlockTables", "RadialWorkspace", "analyse_frame_radial",
-           "auto_model_step", "background_model", "block_pass", "chunk_thresholds", "grow_spots", "ice_sums"]
+__all__ = ["HIST", "MIN_MODEL_PIXELS", "SIGMA_FLOOR", "BlockTables", "RadialWorkspace", "analyse_frame_radial",
+           "auto_model_step", "background_model", "block_pass", "grow_spots", "ice_sums"]
 
 
 @numba.njit(cache=True, inline="always")
@@ -149,13 +150,15 @@ def _block_fix(r0, r1, o0, o1, two, sentinel, saturation, bs, bc, bm, bx):
 
 
 @numba.njit(cache=True)
-def _profile_row(br, wr, use_weight, bs, bc, full, rsum, rmiss):
-    """Add one block row to the profile sums (4 interleaved lanes). Pixel counts are not summed
-    block by block: a block short of its ``full`` pixel count (the pixels it has: 4, 2 or 1 at
-    odd edges) adds the shortfall to ``rmiss`` of its bin, and the counts are the bins' pixel
-    totals minus those (rare: masked or invalid pixels). Returns the shortfall of the whole row
-    (also outside the profile range)."""
+def _profile_row(br, wr, use_weight, bs, bc, bm, full, thr_hi, rsum, rmiss, out):
+    """Add one block row to the profile sums (4 interleaved lanes) and list its seed blocks (block
+    maximum ``bm`` above the seed threshold ``thr_hi`` of the bin) in ``out``. Pixel counts are
+    not summed block by block: a block short of its ``full`` pixel count (the pixels it has: 4, 2
+    or 1 at odd edges) adds the shortfall to ``rmiss`` of its bin, and the counts are the bins'
+    pixel totals minus those (rare: masked or invalid pixels). Returns the shortfall of the whole row
+    (also outside the profile range) and the number of seed blocks."""
     missing = 0
+    n = 0
     for bx in range(br.shape[0]):
         b = br[bx]
         d = full[bx] - bc[bx]
@@ -165,42 +168,22 @@ def _profile_row(br, wr, use_weight, bs, bc, full, rsum, rmiss):
             rsum[b, bx & 3] += s
             if d != 0:
                 rmiss[b] += d
-    return missing
-
-
-@numba.njit(cache=True)
-def _seed_row(br, bm, thr_hi, cthr, out):
-    """Block columns of one block row whose maximum passes the seed threshold; returns their count.
-    The row is looked at in chunks of ``CHUNK`` blocks: a chunk whose largest block maximum does not
-    pass ``cthr`` (the lowest seed threshold of the chunk's bins) holds no seed and is skipped."""
-    n = 0
-    nbx = br.shape[0]
-    for k in range(cthr.shape[0]):
-        c0 = k * CHUNK
-        c1 = min(c0 + CHUNK, nbx)
-        m = bm[c0]
-        for bx in range(c0 + 1, c1):
-            m = max(m, bm[bx])
-        if not float(m) > cthr[k]:
-            continue
-        for bx in range(c0, c1):
-            b = br[bx]
-            if b >= 0 and float(bm[bx]) > thr_hi[b]:
+            if float(bm[bx]) > thr_hi[b]:
                 out[n] = bx
                 n += 1
-    return n
+    return missing, n
 
 
 @numba.njit(cache=True)
-def block_pass(img, ok, sentinel, bbin, bweight, use_weight, thr_hi, cthr, saturation, rsum, rmiss, bs, bc, bm, seeds,
+def block_pass(img, ok, sentinel, bbin, bweight, use_weight, thr_hi, saturation, rsum, rmiss, bs, bc, bm, seeds,
                mask_ptr, mask_cols, mask_sparse):
     """The full sweep (see module docstring). ``rsum`` (n_bins, 4) and ``rmiss`` (n_bins; pixels
     of the bin's blocks that are masked or invalid, see :func:`_profile_row`) are zeroed here;
-    ``bs``/``bc``/``bm`` are row buffers of length ≥ number of block columns; ``cthr`` holds the
-    chunk thresholds of :func:`chunk_thresholds`; ``seeds`` receives
+    ``bs``/``bc``/``bm`` are row buffers of length ≥ number of block columns; ``seeds`` receives
     the flat indices (by·nbx + bx) of blocks whose largest valid value passes the seed threshold
-    (all of them are counted; when there are more than ``len(seeds)``, call again with a larger one). With ``mask_sparse`` the rows are swept without the detector mask and the
-    blocks listed in ``mask_cols[mask_ptr[by]:mask_ptr[by + 1]]`` redone with it.
+    (all of them are counted; when there are more than ``len(seeds)``, call again with a larger
+    one). With ``mask_sparse`` the rows are swept without the detector mask and the blocks listed
+    in ``mask_cols[mask_ptr[by]:mask_ptr[by + 1]]`` redone with it.
     Returns (n_valid, n_sat, n_seed_blocks)."""
     ny, nx = img.shape
     nbx = (nx + 1) // 2
@@ -228,9 +211,9 @@ def block_pass(img, ok, sentinel, bbin, bweight, use_weight, thr_hi, cthr, satur
         else:
             n_sat += _block_row(img[j0], img[j1], ok[j0], ok[j1], two, sentinel, saturation, bs, bc, bm)
         br = bbin[by]
-        n_missing += _profile_row(br, bweight[by if use_weight else 0], use_weight, bs, bc, full_two if two else full_one,
-                                  rsum, rmiss)
-        k = _seed_row(br, bm, thr_hi, cthr[by], row_seeds)
+        miss, k = _profile_row(br, bweight[by if use_weight else 0], use_weight, bs, bc, bm, full_two if two else full_one,
+                               thr_hi, rsum, rmiss, row_seeds)
+        n_missing += miss
         for q in range(k):
             if n_seed < cap:
                 seeds[n_seed] = by * nbx + row_seeds[q]
@@ -349,7 +332,6 @@ class RadialWorkspace:
             ny, nx = shape
             nbx = (nx + 1) // 2
             self.b = dict(rsum=np.zeros((n_bins, 4)), rmiss=np.zeros(n_bins, np.int64),
-                          cthr=np.empty(((ny + 1) // 2, (nbx + CHUNK - 1) // CHUNK)),
                           bs=np.zeros(nbx, np.int64 if np.issubdtype(dtype, np.integer) else np.float64),
                           bc=np.empty(nbx, np.int32), bm=np.empty(nbx, dtype), seeds=np.empty(1024, np.int64),
                           visited=np.zeros(shape, np.uint8), stack=np.empty((2, 4096), np.int32), out=np.zeros((256, 6)))
@@ -387,10 +369,8 @@ def analyse_frame_radial(frame: np.ndarray, *, constants: SeriesConstants, works
     sat, count_sat = _native_saturation(saturation_value, frame.dtype)
     use_w = t.weight is not None
     bw = t.weight if use_w else np.zeros((1, 1))
-    cthr = b["cthr"]
-    chunk_thresholds(t.chunk_lo, t.chunk_hi, thr_hi, cthr)
     while True:
-        n_valid, n_sat, n_seed = block_pass(frame, constants.ok, sent, t.bin, bw, use_w, thr_hi, cthr,
+        n_valid, n_sat, n_seed = block_pass(frame, constants.ok, sent, t.bin, bw, use_w, thr_hi,
                                             sat if count_sat else None, b["rsum"],
                                             b["rmiss"], b["bs"], b["bc"], b["bm"], b["seeds"], t.mask_ptr, t.mask_cols,
                                             t.mask_sparse)
