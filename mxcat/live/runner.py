@@ -218,8 +218,16 @@ def _warm_up() -> None:
             img = np.zeros((16, 16), dtype)
             img[8, 8] = 50
             for method in METHODS:
-                analyse_frame(img, constants=c, method=method, saturation_value=1000)
+                for saturation in (1000, None):  # a series without a saturation value compiles its own sweep
+                    analyse_frame(img, constants=c, method=method, saturation_value=saturation)
     spot_separations(x=np.array([1.0, 5.0]), y=np.array([1.0, 5.0]), area_px=256.0)
+    # the resolution estimators run only on frames with more than 10 spots: compile them here too
+    from mxcat.live.kernels.resolution import distl_method_1, distl_method_2, estimate_d_min
+
+    ds2 = np.linspace(0.01, 0.2, 40)
+    estimate_d_min(dstar2=ds2, intensity=np.linspace(400.0, 10.0, 40), ice=np.zeros(40, bool))
+    distl_method_1(dstar2=ds2)
+    distl_method_2(dstar2=ds2)
 
 
 def analyse_frame(frame: Frame, constants: Any, info: SeriesInfo, *, hit_min_spots: int, method: str = "radial",
