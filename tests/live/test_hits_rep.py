@@ -29,6 +29,8 @@ from mxcat.live.sources.msgpack_source import MsgpackSource, decode_message
 
 from .test_runner import Detector, _endpoint
 
+pytestmark = pytest.mark.usefixtures("warm_kernels")
+
 N_FRAMES = 40
 SHAPE = (256, 512)
 HIT_IMAGES = [i + 1 for i in range(N_FRAMES) if i % 4 != 3]

@@ -21,6 +21,8 @@ from mxcat.live.records import series_batch
 from mxcat.live.runner import DropOldestQueue, run
 from mxcat.live.simulate import Geometry, serve, synthetic_frame
 
+pytestmark = pytest.mark.usefixtures("warm_kernels")
+
 N_FRAMES = 40
 SHAPE = (256, 512)
 
