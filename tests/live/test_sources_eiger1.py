@@ -217,3 +217,11 @@ def test_fuzz_never_raises(parts):
     dec.feed(parts)
     dec.feed(_img(1, 0))
     assert dec.n_messages == 3
+
+
+def test_end_of_a_series_never_started_is_passed_on_once():
+    dec = Eiger1Decoder()
+    end = [b'{"htype":"dseries_end-1.0","series":7}']
+    out = dec.feed(end)
+    assert len(out) == 1 and isinstance(out[0], SeriesEnd) and out[0].series_id == "7"
+    assert dec.feed(end) == []

@@ -200,3 +200,11 @@ def test_fuzz_never_raises(buf):
     dec = Eiger2Decoder()
     dec.feed([buf])
     assert dec.n_messages == 1
+
+
+def test_end_of_a_series_never_started_is_passed_on_once():
+    dec = Eiger2Decoder()
+    end = [cbor2.dumps({"type": "end", "series_id": 7, "series_unique_id": "u7"})]
+    out = dec.feed(end)
+    assert len(out) == 1 and isinstance(out[0], SeriesEnd) and out[0].series_id == "u7"
+    assert dec.feed(end) == []

@@ -130,6 +130,16 @@ class DecoderBase:
             out.append(self._finish())
         self.current = SeriesCounts(info.series_id, n_expected=info.n_images)
 
+    def _end_series(self, sid: str, out: list[Item]) -> None:
+        """A series-end message: closes the open series of that id; an end of a series never seen is
+        noted and passed on once (the collector may know it from another worker)."""
+        if self.current is not None and self.current.series_id == sid:
+            out.append(self._finish())
+        elif sid not in self.ended:
+            self._note("end-unknown", f"end of series {sid} that never started")
+            out.append(SeriesEnd(sid))
+            self.ended.add(sid)
+
     def _finish(self) -> SeriesEnd:
         if self.current is None:
             raise RuntimeError("no open series to finish")  # a bug in this module, not bad input
@@ -230,13 +240,7 @@ class Eiger1Decoder(DecoderBase):
             elif htype.startswith("dimage-"):
                 self._image(head, parts, out)
             elif htype.startswith("dseries_end-"):
-                sid = str(head.get("series"))
-                if self.current is not None and self.current.series_id == sid:
-                    out.append(self._finish())
-                elif sid not in self.ended:
-                    self._note("end-unknown", f"end of series {sid} that never started")
-                    out.append(SeriesEnd(sid))
-                    self.ended.add(sid)
+                self._end_series(str(head.get("series")), out)
             else:
                 raise MalformedMessage("htype", f"unknown htype {htype!r}")
         except MalformedMessage as err:

@@ -22,7 +22,7 @@ from typing import Any
 import cbor2
 import numpy as np
 
-from mxcat.live.frames import Frame, SeriesEnd, SeriesInfo
+from mxcat.live.frames import Frame, SeriesInfo
 from mxcat.live.sources.decode import DecodeError, decode_bslz4, decode_lz4_framed, decode_raw
 from mxcat.live.sources.eiger1 import DecoderBase, Item, MalformedMessage, PullSource
 
@@ -163,13 +163,7 @@ class Eiger2Decoder(DecoderBase):
             elif kind == "image":
                 self._image(msg, out)
             elif kind == "end":
-                sid = self._sid(msg)
-                if self.current is not None and self.current.series_id == sid:
-                    out.append(self._finish())
-                elif sid not in self.ended:
-                    self._note("end-unknown", f"end of series {sid} that never started")
-                    out.append(SeriesEnd(sid))
-                    self.ended.add(sid)
+                self._end_series(self._sid(msg), out)
             else:
                 raise MalformedMessage("type", f"unknown message type {kind!r}")
         except MalformedMessage as err:
