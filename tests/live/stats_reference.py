@@ -135,6 +135,7 @@ def distl_method_2(*, dstar2: np.ndarray) -> tuple[float, float]:
     d_edges = np.empty(n_slots + 1)
     d_edges[0] = d[0]
     d_edges[1:] = 1.0 / edges_ds3[1:] ** (1.0 / 3.0)
+    d_edges[-1] = d[-1]  # the last edge is the smallest d (exactly, not through rounding)
     d_all = 1.0 / np.sqrt(dstar2)
     counts = np.count_nonzero((d_all[None, :] < d_edges[:-1, None]) & (d_all[None, :] >= d_edges[1:, None]), axis=1)
     t0 = (counts[0] + counts[1]) / 2.0

@@ -75,10 +75,14 @@ def test_constructed_cases():
     assert 1.0 / np.sqrt(ds2.max()) <= d <= 1.0 / np.sqrt(ds2.min())
 
 
+# d*² on a grid k / 9973 (Å⁻², up to 0.5): values are either equal (exact ties, which both sides
+# order the same way) or clearly apart. Values one rounding step apart make d*^1.5 differ in the
+# last bit between NumPy's vectorised power and the scalar one, which can flip the order of two
+# equal slopes in the DISTL noisiness: both answers are right then, so such inputs are not drawn.
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.tuples(st.floats(1e-4, 0.5), st.floats(0.0, 1e5), st.booleans()), max_size=120))
+@given(st.lists(st.tuples(st.integers(1, 4986), st.floats(0.0, 1e5), st.booleans()), max_size=120))
 def test_estimators_match_the_reference_on_any_spot_list(spots):
-    ds2 = np.array([s[0] for s in spots], float)
+    ds2 = np.array([s[0] for s in spots], float) / 9973.0
     inten = np.array([s[1] for s in spots], float)
     ice = np.array([s[2] for s in spots], bool)
     same_estimate(ds2, inten, ice)
