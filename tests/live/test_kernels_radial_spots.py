@@ -315,3 +315,32 @@ def test_default_model_step_keeps_at_least_64_model_rows():
     assert auto[1].background == explicit[1].background
     np.testing.assert_array_equal(auto[0].x, explicit[0].x)
     assert auto[0].n == 1 and other[0].n == 1
+
+
+def test_ice_sums_per_ring_band_and_neighbours():
+    from types import SimpleNamespace
+
+    code = np.array([0, -1, 1, 1, -1, 0, -2, 2, -2], np.int8)
+    rsum = np.arange(9, dtype=float) * 10.0
+    rcnt = np.arange(9) + 1
+    sig = np.linspace(1.0, 2.0, 9)
+    band, nbr = rs.ice_sums(rsum, rcnt, sig, SimpleNamespace(ice_code=code, n_rings=2))
+    for k in (1, 2):
+        b, n = code == k, code == -k
+        np.testing.assert_allclose(band[k, :2], [rcnt[b].sum(), rsum[b].sum()])
+        mean = rsum[n].sum() / rcnt[n].sum()
+        var = (rcnt[n] * sig[n] ** 2).sum() / rcnt[n].sum()
+        np.testing.assert_allclose(nbr[k], [rcnt[n].sum(), rsum[n].sum(), rcnt[n].sum() * (var + mean * mean)])
+
+
+def test_ice_ring_scores_of_the_radial_method():
+    c = SeriesConstants.build(shape=(512, 512), beam_centre_x=256, beam_centre_y=256, pixel_size_x=172e-6,
+                              pixel_size_y=172e-6, distance=0.08, wavelength=1.0)
+    rng = np.random.default_rng(5)
+    frame = rng.poisson(10.0, c.shape).astype(np.uint32)
+    clean = analyse_frame(frame, constants=c, method="radial")[1]
+    assert abs(clean.ice_ring_score) < 1.0
+    band = c.ice_band == 4
+    frame[band] += rng.poisson(15.0, band.sum()).astype(np.uint32)
+    iced = analyse_frame(frame, constants=c, method="radial")[1]
+    assert iced.ice_ring_score > 2.0 and int(np.argmax(iced.ice_ring_scores)) == 3

@@ -163,9 +163,7 @@ def background_model(img, ok, sentinel, tables: BlockTables, *, step: int, itera
         hist, big_b, big_v = ws["hist"], ws["big_b"], ws["big_v"]
         n_big = model_histogram(img, ok, sentinel, tables.bin, step, hist, big_b, big_v)
         if n_big >= 0:
-            mu, sig, median = _histogram_model(hist, big_b, big_v, n_big, iterations, SIGMA_FLOOR,
-                                               float(MIN_MODEL_PIXELS))
-            return mu, sig, median
+            return _histogram_model(hist, big_b, big_v, n_big, iterations, SIGMA_FLOOR, float(MIN_MODEL_PIXELS))
     if "acc" not in ws:
         ws["acc"] = np.zeros((nb, 3, 4))
     acc = ws["acc"]
@@ -199,22 +197,19 @@ def _histogram_model(hist, big_b, big_v, n_big, iterations, floor, min_n):
     :func:`_model_kernel`, then the median of all model values (``np.median``'s value)."""
     lanes, nb, nh = hist.shape
     h = np.zeros((nb, nh), np.int64)
+    counts = np.zeros(nh, np.int64)  # over all bins, for the median
     for lane in range(lanes):
         for b in range(nb):
             for v in range(nh):
                 h[b, v] += hist[lane, b, v]
+                counts[v] += hist[lane, b, v]
     clip = np.full(nb, np.inf)
     mom = np.zeros((nb, 3))
-    mu = np.zeros(nb)
-    sig = np.full(nb, floor)
+    mu, sig = clip, clip  # typed here; the loop runs at least once
     for _ in range(iterations + 1):
         histogram_moments(h, big_b, big_v, n_big, clip, mom)
         mu, sig = _model_kernel(mom, floor, min_n)
         clip = mu + 3.0 * sig
-    counts = np.zeros(nh, np.int64)
-    for b in range(nb):
-        for v in range(nh):
-            counts[v] += h[b, v]
     return mu, sig, _median_of_counts(counts, np.sort(big_v[:n_big]))
 
 

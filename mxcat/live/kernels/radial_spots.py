@@ -39,8 +39,9 @@ Cost: integer frames are read once on the model rows (per-bin histograms of the 
 and once in full (block sums, counts and maxima; the detector mask is applied by redoing only the
 blocks it touches); per block one add to the profile and one comparison of its maximum with the
 seed threshold of its bin (pixel counts come from per-bin totals minus the masked or invalid
-pixels, which are rare); only seed blocks are looked at pixel by pixel, by flood fill. ``tests/live/test_kernels_radial_spots.py`` states every definition
-again in plain NumPy/Python and compares. The per-series block tables live in :mod:`.blocks`, the
+pixels, which are rare); only seed blocks are looked at pixel by pixel, by flood fill.
+``tests/live/test_kernels_radial_spots.py`` states every definition again in plain NumPy/Python
+and compares. The per-series block tables live in :mod:`.blocks`, the
 background model in :mod:`.radial_model`; this module holds the sweep, the flood fill and the
 assembly of the results.
 """
@@ -75,9 +76,8 @@ def _block_row(r0, r1, o0, o1, two, sentinel, saturation, bs, bc, bm):
     """Valid sum, count and maximum of each 2x2 block of rows r0/r1 (r1 ignored unless ``two``),
     in the frame's own type (``bs`` int64 for integer frames, float64 otherwise; ``bm`` the frame
     type; ``saturation`` in the frame type, or None: not counted); returns the number of saturated
-    valid pixels. With
-    ``o0``/``o1`` None the detector mask is not read (see :func:`_block_fix`). Branch-free, so it
-    vectorises."""
+    valid pixels. With ``o0``/``o1`` None the detector mask is not read (see :func:`_block_fix`).
+    Branch-free, so it vectorises."""
     nx = r0.shape[0]
     nfull = nx // 2
     zero = zero_of(r0[0])
@@ -155,8 +155,8 @@ def _profile_row(br, wr, use_weight, bs, bc, bm, full, thr_hi, rsum, rmiss, out)
     maximum ``bm`` above the seed threshold ``thr_hi`` of the bin) in ``out``. Pixel counts are
     not summed block by block: a block short of its ``full`` pixel count (the pixels it has: 4, 2
     or 1 at odd edges) adds the shortfall to ``rmiss`` of its bin, and the counts are the bins'
-    pixel totals minus those (rare: masked or invalid pixels). Returns the shortfall of the whole row
-    (also outside the profile range) and the number of seed blocks."""
+    pixel totals minus those (rare: masked or invalid pixels). Returns the shortfall of the whole
+    row (also outside the profile range) and the number of seed blocks."""
     missing = 0
     n = 0
     for bx in range(br.shape[0]):

@@ -4,16 +4,10 @@ Spot counts and resolution estimates follow ``dials.algorithms.spot_finding.per_
 (``stats_for_reflection_table``): ``n_spots_total`` all spots; ``n_spots_no_ice`` those outside
 the ice Ih bands; ``n_spots_4A`` spots (all, as DIALS counts them) with d > 4 Å;
 ``total_intensity`` the summed raw intensity of the no-ice spots; resolution estimates only when
-more than 10 no-ice spots exist (else −1, as DIALS). ``estimated_d_min`` follows DIALS'
-``estimate_resolution_limit``: ln(I/σI) against d*² (σI² = I, Poisson), equal-population bins
-(~20 spots, 5-20 bins), per bin the 10th/90th percentile spots after iterative Wilson outlier
-rejection (E ≥ sqrt(−ln 0.01)), a straight line through the upper envelope (paired, as DIALS does,
-with the d*² of the lower-percentile spot), and d_min = d of the highest-d*² non-ice, non-outlier
-spot below that line; DIALS' unused lower-envelope fit is omitted. ``d_min_distl_method_1/2`` and
-``noisiness_method_1/2`` follow Zhang et al. (2006), J. Appl. Cryst. 39, 112-119 (section 2.4.4)
-as DIALS implements them: method 1 on every step-th spot sorted by d (≤ 40 points) in the d*³ vs
-rank curve, method 2 on spot counts in equal d*³ shells (stop where two successive shells fall
-below 0.15 of the first two). Pixel statistics are ours: ``background`` is the median of valid
+more than 10 no-ice spots exist (else −1, as DIALS): ``estimated_d_min`` (DIALS'
+``estimate_resolution_limit``; its unused lower-envelope fit is omitted) and
+``d_min_distl_method_1/2`` with ``noisiness_method_1/2`` (Zhang et al. (2006), J. Appl. Cryst. 39,
+112-119), defined and compiled in :mod:`.resolution`. Pixel statistics are ours: ``background`` is the median of valid
 pixels on a fixed stride-4 sub-grid; ``saturated_fraction`` the fraction of valid pixels
 >= saturation value; ``ice_ring_score`` the largest over rings of (mean in band − mean in the
 neighbouring bands) / standard deviation of the neighbouring pixels, ~0 without ice, ~ the
