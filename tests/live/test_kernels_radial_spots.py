@@ -14,17 +14,40 @@ from mxcat.live.kernels import radial_spots as rs
 from mxcat.live.kernels.geometry import sentinel_for
 
 
+def block_bins(c):
+    """Blocks of 2 rows x 4 columns: the bin of the mean coordinate (d*², or radius from the beam
+    centre without geometry) of a block's unmasked pixels, summed in row order; −1 when none or
+    outside the profile range."""
+    ny, nx = c.shape
+    edges = c.radial_edges
+    lo, hi, nb = float(edges[0]), float(edges[-1]), len(edges) - 1
+    out = np.full((-(-ny // 2), -(-nx // 4)), -1)
+    for by, bx in np.ndindex(out.shape):
+        coords = [float(c.dstar2[j, i]) if c.has_geometry else
+                  float(np.hypot(i + 0.5 - c.beam_centre_x, j + 0.5 - c.beam_centre_y))
+                  for j in range(2 * by, min(2 * by + 2, ny)) for i in range(4 * bx, min(4 * bx + 4, nx)) if c.ok[j, i]]
+        if coords:
+            m = 0.0
+            for v in coords:
+                m += v
+            m /= len(coords)
+            if lo <= m <= hi:
+                out[by, bx] = min(int(np.floor((m - lo) * (nb / (hi - lo)))), nb - 1)
+    return out
+
+
 def reference(frame, c, *, snr_seed=8.0, snr_grow=3.0, min_spot_size=3, max_spot_size=1000, model_step=None, iterations=2,
               saturation=None):
     """Every definition of radial_spots written out plainly."""
     t = rs.BlockTables(c)
+    np.testing.assert_array_equal(t.bin, block_bins(c))
     ny, nx = frame.shape
     if model_step is None:  # at least 64 model rows, every 32nd row at most
         model_step = max(1, min(32, ny // 64))
     f = frame.astype(np.float64)
     sent = sentinel_for(frame.dtype)
     valid = (c.ok != 0) & (frame != sent) & (f >= 0) & np.isfinite(f)
-    pbin = np.repeat(np.repeat(t.bin, 2, 0), 2, 1)[:ny, :nx].astype(np.int64)
+    pbin = np.repeat(np.repeat(t.bin, 2, 0), 4, 1)[:ny, :nx].astype(np.int64)  # a pixel's bin: its block's
     nb = t.n_bins
     clip = np.full(nb, np.inf)
     rows = np.zeros_like(valid)
@@ -93,7 +116,7 @@ def reference(frame, c, *, snr_seed=8.0, snr_grow=3.0, min_spot_size=3, max_spot
     rsum = np.zeros(nb)
     rcnt = np.zeros(nb, int)
     for j, i in zip(*np.nonzero(valid & (pbin >= 0)), strict=True):
-        w = t.weight[j // 2, i // 2] if t.weight is not None else 1.0
+        w = t.weight[j // 2, i // 4] if t.weight is not None else 1.0
         rsum[pbin[j, i]] += f[j, i] * w
         rcnt[pbin[j, i]] += 1
     n_sat = int((valid & (f >= saturation)).sum()) if saturation is not None else 0  # f in float64, as defined
@@ -317,20 +340,27 @@ def test_default_model_step_keeps_at_least_64_model_rows():
     assert auto[0].n == 1 and other[0].n == 1
 
 
-def test_ice_sums_per_ring_band_and_neighbours():
-    from types import SimpleNamespace
+def test_ice_sums_over_the_model_rows_with_pixel_bands():
+    from mxcat.live.kernels.fused import _tables
 
-    code = np.array([0, -1, 1, 1, -1, 0, -2, 2, -2], np.int8)
-    rsum = np.arange(9, dtype=float) * 10.0
-    rcnt = np.arange(9) + 1
-    sig = np.linspace(1.0, 2.0, 9)
-    band, nbr = rs.ice_sums(rsum, rcnt, sig, SimpleNamespace(ice_code=code, n_rings=2))
-    for k in (1, 2):
-        b, n = code == k, code == -k
-        np.testing.assert_allclose(band[k, :2], [rcnt[b].sum(), rsum[b].sum()])
-        mean = rsum[n].sum() / rcnt[n].sum()
-        var = (rcnt[n] * sig[n] ** 2).sum() / rcnt[n].sum()
-        np.testing.assert_allclose(nbr[k], [rcnt[n].sum(), rsum[n].sum(), rcnt[n].sum() * (var + mean * mean)])
+    c = SeriesConstants.build(shape=(97, 131), beam_centre_x=60.3, beam_centre_y=40.8, pixel_size_x=172e-6,
+                              pixel_size_y=172e-6, distance=0.03, wavelength=1.0, mask=None)
+    rng = np.random.default_rng(3)
+    img = rng.poisson(5.0, c.shape).astype(np.uint16)
+    img[::7, ::5] = sentinel_for(np.uint16)
+    ok = c.ok.copy()
+    ok[10:20, 30:90] = 0
+    _, _, n_rings, irun = _tables(c)
+    assert n_rings > 0 and (c.ice_band > 0).any()
+    for step in (1, 3, 8):
+        band, nbr = rs.ice_rows(img, ok, sentinel_for(np.uint16), step, irun, n_rings)
+        rows = np.zeros(c.shape, bool)
+        rows[::step] = True
+        good = rows & (ok != 0) & (img != sentinel_for(np.uint16))
+        f = img.astype(float)
+        for k in range(1, n_rings + 1):
+            for got, sel in ((band[k], good & (c.ice_band == k)), (nbr[k], good & (c.ice_near == k) & (c.ice_band == 0))):
+                np.testing.assert_allclose(got, [sel.sum(), f[sel].sum(), (f[sel] ** 2).sum()])
 
 
 def test_ice_ring_scores_of_the_radial_method():
@@ -344,3 +374,5 @@ def test_ice_ring_scores_of_the_radial_method():
     frame[band] += rng.poisson(15.0, band.sum()).astype(np.uint32)
     iced = analyse_frame(frame, constants=c, method="radial")[1]
     assert iced.ice_ring_score > 2.0 and int(np.argmax(iced.ice_ring_scores)) == 3
+    every_pixel = analyse_frame(frame, constants=c, method="dispersion")[1]  # same definition on all rows
+    assert iced.ice_ring_score == pytest.approx(every_pixel.ice_ring_score, abs=0.5)

@@ -32,7 +32,7 @@ def model_sums(img, ok, sentinel, bbin, step, clip, acc):
         okr = ok[j]
         br = bbin[j >> 1]
         for i in range(nx):
-            b = br[i >> 1]
+            b = br[i >> 2]
             v = src[i]
             if b >= 0 and _valid(v, okr[i], sentinel):
                 f = float(v)
@@ -62,7 +62,7 @@ def model_histogram(img, ok, sentinel, bbin, step, hist, big_b, big_v):
         okr = ok[j]
         br = bbin[j >> 1]
         for i in range(nx):
-            b = br[i >> 1]
+            b = br[i >> 2]
             v = src[i]
             if b >= 0 and _valid(v, okr[i], sentinel):
                 if v < HIST:
@@ -184,7 +184,7 @@ def model_values(img, ok, sentinel, bbin, step):
     for j in range(0, ny, step):
         for i in range(nx):
             v = img[j, i]
-            if bbin[j >> 1, i >> 1] >= 0 and _valid(v, ok[j, i], sentinel):
+            if bbin[j >> 1, i >> 2] >= 0 and _valid(v, ok[j, i], sentinel):
                 out[n] = float(v)
                 n += 1
     return out[:n]

@@ -1,4 +1,4 @@
-"""The live engine's default frame analysis: peakfinder8-style radial thresholds on 2x2 blocks.
+"""The live engine's default frame analysis: peakfinder8-style radial thresholds on 2x4-pixel blocks.
 
 Spot finding follows the idea of Cheetah/OM's peakfinder8 (Barty et al. (2014), J. Appl. Cryst.
 47, 1118-1131; OM ``Peakfinder8PeakDetection``): the background of a pixel is described by the
@@ -6,8 +6,8 @@ statistics of its radial bin, made robust by iterative sigma clipping, and a pix
 candidate when it exceeds mean + n·sigma of its bin. Our version, chosen so that one frame costs
 about one extra read of the frame:
 
-* Pixels are grouped in 2x2 blocks; a block belongs to the radial bin of its mean d*² (or radius
-  without geometry), and so do its pixels — the profile bins, the background model and the
+* Pixels are grouped in blocks of 2 rows x 4 columns (:mod:`.blocks`); a block belongs to the
+  radial bin of its mean d*² (or radius without geometry), and so do its pixels — the profile bins, the background model and the
   thresholds are all per block bin. Blocks cut by the frame edge have fewer pixels.
 * Background model per bin from the rows ``j % model_step == 0`` (by default every 32nd row,
   but at least 64 rows: ``model_step = max(1, min(32, ny // 64))``, i.e. every 16th on an Eiger 1M;
@@ -30,8 +30,11 @@ The frame's ``background`` is the median of the valid model-row pixels inside th
 (the DIALS-definition path uses a stride-4 grid instead; both estimate the typical pixel value).
 Pixel statistics in the same sweep: valid and saturated counts, the radial profile (sum and count per bin,
 optionally weighted per block by the mean of its pixels' polarisation/solid-angle weights). The
-ice-ring score uses the profile: per ring, mean of the bins whose centre lies within the band
-minus the mean of its neighbour bins, over max(1, model σ of the neighbour bins). Validity as
+ice-ring score has the definition of the DIALS-definition path (:mod:`.stats`: per ring, mean of
+the valid pixels in its band minus the mean of those in its neighbour bands, over max(1, their
+standard deviation)) with the pixel-exact bands of the series constants, taken on the model rows
+only: a contrast, not a significance, so 1/``model_step`` of the pixels estimates it well, and no
+block rounds a narrow ring into its neighbours. Validity as
 everywhere: detector mask, sentinel 2^n − 1, negative values, NaN and infinities.
 
 Cost: integer frames are read once on the model rows (per-bin histograms of the values below
@@ -52,11 +55,12 @@ import numba
 import numpy as np
 
 from .blocks import BlockTables, _valid
+from .fused import _tables as ice_tables
 from .geometry import SeriesConstants, sentinel_for, zero_of
 from .radial_model import HIST, MIN_MODEL_PIXELS, SIGMA_FLOOR, background_model
 
 __all__ = ["HIST", "MIN_MODEL_PIXELS", "SIGMA_FLOOR", "BlockTables", "RadialWorkspace", "analyse_frame_radial",
-           "auto_model_step", "background_model", "block_pass", "grow_spots", "ice_sums"]
+           "auto_model_step", "background_model", "block_pass", "grow_spots", "ice_rows"]
 
 
 @numba.njit(cache=True, inline="always")
@@ -71,51 +75,54 @@ def _unmasked(o, i):
     return o[i] != 0
 
 
+@numba.njit(cache=True, inline="always")
+def _block_cols(r0, r1, o0, o1, two, sentinel, saturation, i0, i1, zero, zs):
+    """Valid sum, count, maximum and saturated count of columns i0..i1−1 of rows r0 (and r1 when
+    ``two``), without branches."""
+    s = zs
+    n = np.int32(0)
+    m = zero
+    n_sat = 0
+    for i in range(i0, i1):
+        a = r0[i]
+        c = r1[i]
+        ga = _good(a, sentinel) & _unmasked(o0, i)
+        gc = _good(c, sentinel) & _unmasked(o1, i) & two
+        va = a if ga else zero
+        vc = c if gc else zero
+        s += va
+        s += vc
+        n += np.int32(ga) + np.int32(gc)
+        m = max(m, max(va, vc))
+        if saturation is not None:  # pruned at compile time when nothing is counted
+            n_sat += np.int32(ga & (va >= saturation)) + np.int32(gc & (vc >= saturation))
+    return s, n, m, n_sat
+
+
 @numba.njit(cache=True)
 def _block_row(r0, r1, o0, o1, two, sentinel, saturation, bs, bc, bm):
-    """Valid sum, count and maximum of each 2x2 block of rows r0/r1 (r1 ignored unless ``two``),
-    in the frame's own type (``bs`` int64 for integer frames, float64 otherwise; ``bm`` the frame
-    type; ``saturation`` in the frame type, or None: not counted); returns the number of saturated
-    valid pixels. With ``o0``/``o1`` None the detector mask is not read (see :func:`_block_fix`).
-    Branch-free, so it vectorises."""
+    """Valid sum, count and maximum of each block (4 columns of rows r0/r1; r1 ignored unless
+    ``two``), in the frame's own type (``bs`` int64 for integer frames, float64 otherwise; ``bm``
+    the frame type; ``saturation`` in the frame type, or None: not counted); returns the number of
+    saturated valid pixels. With ``o0``/``o1`` None the detector mask is not read (see
+    :func:`_block_fix`). Branch-free, so it vectorises."""
     nx = r0.shape[0]
-    nfull = nx // 2
+    nfull = nx >> 2
     zero = zero_of(r0[0])
     zs = zero_of(bs[0])
     n_sat = 0
     for bx in range(nfull):
-        i = 2 * bx
-        a = r0[i]
-        b = r0[i + 1]
-        c = r1[i]
-        d = r1[i + 1]
-        ga = _good(a, sentinel) & _unmasked(o0, i)
-        gb = _good(b, sentinel) & _unmasked(o0, i + 1)
-        gc = _good(c, sentinel) & _unmasked(o1, i) & two
-        gd = _good(d, sentinel) & _unmasked(o1, i + 1) & two
-        va = a if ga else zero
-        vb = b if gb else zero
-        vc = c if gc else zero
-        vd = d if gd else zero
-        bs[bx] = ((zs + va) + vb) + (vc + zs + vd)
-        bc[bx] = np.int32(ga) + np.int32(gb) + np.int32(gc) + np.int32(gd)
-        bm[bx] = max(max(va, vb), max(vc, vd))
-        if saturation is not None:  # pruned at compile time when nothing is counted
-            n_sat += np.int32(ga & (va >= saturation)) + np.int32(gb & (vb >= saturation)) \
-                + np.int32(gc & (vc >= saturation)) + np.int32(gd & (vd >= saturation))
-    if nfull * 2 < nx:  # odd width: the last block has one column
-        i = nx - 1
-        a = r0[i]
-        c = r1[i]
-        ga = _good(a, sentinel) & _unmasked(o0, i)
-        gc = _good(c, sentinel) & _unmasked(o1, i) & two
-        va = a if ga else zero
-        vc = c if gc else zero
-        bs[nfull] = (zs + va) + (zs + vc)
-        bc[nfull] = np.int32(ga) + np.int32(gc)
-        bm[nfull] = max(va, vc)
-        if saturation is not None:
-            n_sat += np.int32(ga & (va >= saturation)) + np.int32(gc & (vc >= saturation))
+        s, n, m, d_sat = _block_cols(r0, r1, o0, o1, two, sentinel, saturation, 4 * bx, 4 * bx + 4, zero, zs)
+        bs[bx] = s
+        bc[bx] = n
+        bm[bx] = m
+        n_sat += d_sat
+    if 4 * nfull < nx:  # a last block of 1-3 columns
+        s, n, m, d_sat = _block_cols(r0, r1, o0, o1, two, sentinel, saturation, 4 * nfull, nx, zero, zs)
+        bs[nfull] = s
+        bc[nfull] = n
+        bm[nfull] = m
+        n_sat += d_sat
     return n_sat
 
 
@@ -130,7 +137,7 @@ def _block_fix(r0, r1, o0, o1, two, sentinel, saturation, bs, bc, bm, bx):
     n = 0
     m = zero
     d_sat = 0
-    for i in range(2 * bx, min(2 * bx + 2, nx)):
+    for i in range(4 * bx, min(4 * bx + 4, nx)):
         for k in range(2 if two else 1):
             v = r0[i] if k == 0 else r1[i]
             okp = o0[i] if k == 0 else o1[i]
@@ -186,14 +193,14 @@ def block_pass(img, ok, sentinel, bbin, bweight, use_weight, thr_hi, saturation,
     in ``mask_cols[mask_ptr[by]:mask_ptr[by + 1]]`` redone with it.
     Returns (n_valid, n_sat, n_seed_blocks)."""
     ny, nx = img.shape
-    nbx = (nx + 1) // 2
+    nbx = (nx + 3) // 4
     rsum[:] = 0.0
     rmiss[:] = 0
-    full_two = np.full(nbx, 4, np.int32)  # pixels per block: 4, halved in an odd last column or row
-    full_one = np.full(nbx, 2, np.int32)
-    if nx % 2:
-        full_two[nbx - 1] = 2
-        full_one[nbx - 1] = 1
+    full_two = np.full(nbx, 8, np.int32)  # pixels per block: 8, fewer in a cut last column or row
+    full_one = np.full(nbx, 4, np.int32)
+    if nx % 4:
+        full_two[nbx - 1] = 2 * (nx % 4)
+        full_one[nbx - 1] = nx % 4
     n_missing = 0
     n_sat = 0
     n_seed = 0
@@ -232,7 +239,7 @@ def grow_spots(img, ok, sentinel, bbin, thr_lo, thr_hi, mu, seeds, n_seed, max_s
     when ``stack`` is too small, −2 when ``out`` is (nothing is then kept; call again with a larger one).
     The buffers are never reallocated here: a reassigned array costs the flood fill ~5x."""
     ny, nx = img.shape
-    nbx = (nx + 1) // 2
+    nbx = (nx + 3) // 4
     n_seed = min(n_seed, seeds.shape[0])
     cap = stack.shape[1]
     cap_out = out.shape[0]
@@ -247,7 +254,7 @@ def grow_spots(img, ok, sentinel, bbin, thr_lo, thr_hi, mu, seeds, n_seed, max_s
         bx = seeds[q] - by * nbx
         b = bbin[by, bx]
         for j in range(2 * by, min(2 * by + 2, ny)):
-            for i in range(2 * bx, min(2 * bx + 2, nx)):
+            for i in range(4 * bx, min(4 * bx + 4, nx)):
                 v = img[j, i]
                 if full or visited[j, i] != 0 or not _valid(v, ok[j, i], sentinel) or not float(v) > thr_hi[b]:
                     continue
@@ -273,7 +280,7 @@ def grow_spots(img, ok, sentinel, bbin, thr_lo, thr_hi, mu, seeds, n_seed, max_s
                             if visited[jj, ii] != 0:
                                 continue
                             w = img[jj, ii]
-                            bb = bbin[jj >> 1, ii >> 1]
+                            bb = bbin[jj >> 1, ii >> 2]
                             if bb >= 0 and _valid(w, ok[jj, ii], sentinel) and float(w) > thr_lo[bb]:
                                 visited[jj, ii] = 1
                                 stack[0, top] = jj
@@ -299,7 +306,7 @@ def grow_spots(img, ok, sentinel, bbin, thr_lo, thr_hi, mu, seeds, n_seed, max_s
                     s += f
                     sx += f * (pi + 0.5)
                     sy += f * (pj + 0.5)
-                    sb += mu[bbin[pj >> 1, pi >> 1]]
+                    sb += mu[bbin[pj >> 1, pi >> 2]]
                     peak = max(peak, f)
                 out[n_out, 0] = npx
                 out[n_out, 1] = s
@@ -330,7 +337,7 @@ class RadialWorkspace:
         key = (shape, n_bins, np.dtype(dtype))
         if key != self._key:
             ny, nx = shape
-            nbx = (nx + 1) // 2
+            nbx = (nx + 3) // 4
             self.b = dict(rsum=np.zeros((n_bins, 4)), rmiss=np.zeros(n_bins, np.int64),
                           bs=np.zeros(nbx, np.int64 if np.issubdtype(dtype, np.integer) else np.float64),
                           bc=np.empty(nbx, np.int32), bm=np.empty(nbx, dtype), seeds=np.empty(1024, np.int64),
@@ -399,7 +406,8 @@ def analyse_frame_radial(frame: np.ndarray, *, constants: SeriesConstants, works
                      n_strong_pixels=int(npx.sum()))
     rsum = b["rsum"].sum(axis=1)
     rcnt = t.pixels - b["rmiss"]
-    band, nbr = ice_sums(rsum, rcnt, sig, t)
+    _, _, n_rings, irun = ice_tables(constants)
+    band, nbr = ice_rows(frame, constants.ok, sent, int(model_step), irun, n_rings)
     stats = finish_statistics(spots=spots, constants=constants, n_valid=int(n_valid), n_sat=int(n_sat) if count_sat else 0, band=band,
                               nbr=nbr, sample=None, background=background, hit_min_spots=hit_min_spots)
     prof = RadialProfile(axis=constants.radial_axis, edges=constants.radial_edges, sums=rsum, n_pixels=rcnt)
@@ -429,30 +437,28 @@ def _native_saturation(value: float | None, dtype: np.dtype):
     return t, bool(np.isfinite(t) or value == np.inf)
 
 
-def ice_sums(rsum: np.ndarray, rcnt: np.ndarray, sig: np.ndarray, t: BlockTables) -> tuple[np.ndarray, np.ndarray]:
-    """Per ring (row k = ring k, row 0 unused): [pixels, sum, sum of squares] of the band bins and of
-    the neighbour bins, the neighbours' second moment taken from the background model
-    (n·(σ² + mean²)), so that :func:`.stats.finish_statistics` gives the score of the module docstring."""
-    return _ice_sums(rsum, rcnt, sig, t.ice_code, t.n_rings)
-
-
 @numba.njit(cache=True)
-def _ice_sums(rsum, rcnt, sig, code, n_rings):
+def ice_rows(img, ok, sentinel, step, irun, n_rings):
+    """Per ring (row k = ring k, row 0 unused): [pixels, sum, sum of squares] of the valid pixels in
+    its band and in its neighbour bands on the rows ``j % step == 0``; ``irun`` the per-row runs of
+    ice code (+k band, −k neighbour) of :func:`.fused._tables`."""
     band = np.zeros((n_rings + 1, 3))
     nbr = np.zeros((n_rings + 1, 3))
-    var = np.zeros(n_rings + 1)
-    for b in range(code.shape[0]):
-        k = code[b]
-        if k > 0:
-            band[k, 0] += rcnt[b]
-            band[k, 1] += rsum[b]
-        elif k < 0:
-            nbr[-k, 0] += rcnt[b]
-            nbr[-k, 1] += rsum[b]
-            var[-k] += rcnt[b] * sig[b] ** 2
-    for k in range(1, n_rings + 1):
-        n = nbr[k, 0]
-        if n > 0:
-            mean = nbr[k, 1] / n
-            nbr[k, 2] = n * (var[k] / n + mean * mean)
+    if n_rings == 0:
+        return band, nbr
+    iptr, ist, isp, ival = irun
+    for j in range(0, img.shape[0], step):
+        src = img[j]
+        okr = ok[j]
+        for t in range(iptr[j], iptr[j + 1]):
+            k = ival[t]
+            acc = band if k > 0 else nbr
+            kk = abs(k)
+            for i in range(ist[t], isp[t]):
+                v = src[i]
+                if _valid(v, okr[i], sentinel):
+                    f = float(v)
+                    acc[kk, 0] += 1.0
+                    acc[kk, 1] += f
+                    acc[kk, 2] += f * f
     return band, nbr
