@@ -197,7 +197,9 @@ def test_model_paths_agree_when_values_are_large():
     sent = sentinel_for(img.dtype)
     small = {"big_b": np.empty(4, np.int32), "big_v": np.empty(4)}  # too few slots: moment passes
     mu_a, sig_a, bg_a = rs.background_model(img, c.ok, sent, t, step=16, iterations=2, ws=small)
-    mu_b, sig_b, bg_b = rs.background_model(img, c.ok, sent, t, step=16, iterations=2)  # histogram + list
+    listed = {}
+    mu_b, sig_b, bg_b = rs.background_model(img, c.ok, sent, t, step=16, iterations=2, ws=listed)  # histogram + list
+    assert not small["hist"].any() and not listed["hist"].any()  # both paths leave the histograms clear for the next frame
     np.testing.assert_allclose(mu_a, mu_b, rtol=1e-12)
     np.testing.assert_allclose(sig_a, sig_b, rtol=1e-12)
     assert bg_a == bg_b == reference(img, c, model_step=16)["background"]

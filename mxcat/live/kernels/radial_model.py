@@ -50,12 +50,13 @@ HIST = 256
 @numba.njit(cache=True)
 def model_histogram(img, ok, sentinel, bbin, step, hist, big_b, big_v):
     """Integer frames: per block bin, counts of the valid values 0..HIST−1 on the rows
-    ``j % step == 0`` (``hist`` (4, n_bins, HIST), zeroed here, 4 interleaved lanes), and the
-    bin and value of the larger ones (at most ``len(big_b)``). Returns the number of larger
-    values, or −1 when they do not fit (the caller then uses :func:`model_sums`)."""
+    ``j % step == 0`` (into ``hist`` (4, n_bins, HIST), 4 interleaved lanes, all zero on entry),
+    and the bin and value of the larger ones (at most ``len(big_b)``). Returns (number of larger
+    values, largest counted value + 1: the used width of ``hist``); the number is −1 when they do
+    not fit (the caller then uses :func:`model_sums`; ``hist`` is zero again)."""
     ny, nx = img.shape
-    hist[:] = 0
     n_big = 0
+    width = 0
     cap = big_b.shape[0]
     for j in range(0, ny, step):
         src = img[j]
@@ -67,25 +68,28 @@ def model_histogram(img, ok, sentinel, bbin, step, hist, big_b, big_v):
             if b >= 0 and _valid(v, okr[i], sentinel):
                 if v < HIST:
                     hist[i & 3, b, v] += 1
+                    width = max(width, int(v) + 1)
                 else:
                     if n_big == cap:
-                        return -1
+                        hist[:, :, :width] = 0
+                        return -1, 0
                     big_b[n_big] = b
                     big_v[n_big] = float(v)
                     n_big += 1
-    return n_big
+    return n_big, width
 
 
 @numba.njit(cache=True)
-def histogram_moments(h, big_b, big_v, n_big, clip, out):
+def histogram_moments(h, width, big_b, big_v, n_big, clip, out):
     """Count, sum and sum of squares per bin of the model values <= ``clip[bin]`` from the
-    histograms ``h`` (n_bins, HIST) and the listed larger values; into ``out`` (n_bins, 3)."""
+    histograms ``h`` (n_bins, ≥ ``width``; zero from ``width`` on) and the listed larger values;
+    into ``out`` (n_bins, 3). Counts times values are whole numbers below 2^53: every sum is exact."""
     nb = h.shape[0]
     for b in range(nb):
         c = 0.0
         s1 = 0.0
         s2 = 0.0
-        top = min(HIST - 1, int(np.floor(clip[b]))) if clip[b] < HIST else HIST - 1
+        top = min(width - 1, int(np.floor(clip[b]))) if clip[b] < width else width - 1
         for v in range(top + 1):
             n = float(h[b, v])
             c += n
@@ -156,14 +160,15 @@ def background_model(img, ok, sentinel, tables: BlockTables, *, step: int, itera
     ws = {} if ws is None else ws
     clip = np.full(nb, np.inf)
     if np.issubdtype(img.dtype, np.integer):
-        if "hist" not in ws:
+        if "hist" not in ws:  # kept all zero between frames: the kernels clear what they used
             ws["hist"] = np.zeros((4, nb, HIST), np.int32)
         if "big_b" not in ws:
             ws["big_b"], ws["big_v"] = np.empty(1 << 17, np.int32), np.empty(1 << 17, np.float64)
         hist, big_b, big_v = ws["hist"], ws["big_b"], ws["big_v"]
-        n_big = model_histogram(img, ok, sentinel, tables.bin, step, hist, big_b, big_v)
+        n_big, width = model_histogram(img, ok, sentinel, tables.bin, step, hist, big_b, big_v)
         if n_big >= 0:
-            return _histogram_model(hist, big_b, big_v, n_big, iterations, SIGMA_FLOOR, float(MIN_MODEL_PIXELS))
+            return _histogram_model(hist, width, big_b, big_v, n_big, iterations, SIGMA_FLOOR,
+                                    float(MIN_MODEL_PIXELS))
     if "acc" not in ws:
         ws["acc"] = np.zeros((nb, 3, 4))
     acc = ws["acc"]
@@ -191,25 +196,30 @@ def model_values(img, ok, sentinel, bbin, step):
 
 
 @numba.njit(cache=True)
-def _histogram_model(hist, big_b, big_v, n_big, iterations, floor, min_n):
-    """(μ, σ_e, median) from the lane histograms and the listed large values of
-    :func:`model_histogram`: ``iterations`` + 1 rounds of :func:`histogram_moments` and
-    :func:`_model_kernel`, then the median of all model values (``np.median``'s value)."""
-    lanes, nb, nh = hist.shape
-    h = np.zeros((nb, nh), np.int64)
-    counts = np.zeros(nh, np.int64)  # over all bins, for the median
-    for lane in range(lanes):
-        for b in range(nb):
-            for v in range(nh):
-                h[b, v] += hist[lane, b, v]
-                counts[v] += hist[lane, b, v]
+def _histogram_model(hist, width, big_b, big_v, n_big, iterations, floor, min_n):
+    """(μ, σ_e, median) from the lane histograms (used up to ``width``) and the listed large values
+    of :func:`model_histogram`: ``iterations`` + 1 rounds of :func:`histogram_moments` and
+    :func:`_model_kernel`, then the median of all model values (``np.median``'s value). The lanes
+    are summed into lane 0 and ``hist`` is left all zero."""
+    lanes, nb, _ = hist.shape
+    h = hist[0]
+    counts = np.zeros(max(width, 1), np.int64)  # over all bins, for the median
+    for b in range(nb):
+        for v in range(width):
+            n = h[b, v]
+            for lane in range(1, lanes):
+                n += hist[lane, b, v]
+                hist[lane, b, v] = 0
+            h[b, v] = n
+            counts[v] += n
     clip = np.full(nb, np.inf)
     mom = np.zeros((nb, 3))
     mu, sig = clip, clip  # typed here; the loop runs at least once
     for _ in range(iterations + 1):
-        histogram_moments(h, big_b, big_v, n_big, clip, mom)
+        histogram_moments(h, width, big_b, big_v, n_big, clip, mom)
         mu, sig = _model_kernel(mom, floor, min_n)
         clip = mu + 3.0 * sig
+    h[:, :width] = 0
     return mu, sig, _median_of_counts(counts, np.sort(big_v[:n_big]))
 
 
