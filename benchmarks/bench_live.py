@@ -3,8 +3,9 @@
 Run: ``taskset -c 0 python benchmarks/bench_live.py [--sizes 4M 16M] [--repeat 5] [--no-peers]``
 
 In one run: bslz4 decode alone (bitshuffle), full analysis (decode + spots + statistics + radial
-profile through ``analyse_frame``), the ratio full/decode, on synthetic Eiger frames
-(``../shared/bench/synth.py``) and on the real corpus frame; when the peer environments exist
+profile through ``analyse_frame``), the ratio full/decode (median over rounds in which decode,
+analysis and full take turns, so a drifting machine shifts all three alike), on synthetic Eiger
+frames (``../shared/bench/synth.py``) and on the real corpus frame; when the peer environments exist
 (``$PEERS_DIR``, default ``<tmp>/mxcat-peers``, built by ``run_peers.sh``) OM peakfinder8 (normal,
 fast) and pyFAI ``integrate1d`` run in subprocesses on the same frames and the ratios mxcat/peer
 are printed. Detection: recall of true spots with peak SNR >= 10 (peak amplitude / sqrt(local
@@ -45,27 +46,34 @@ METHODS = {
 """The live engine's default (peakfinder8-style radial thresholds) and DIALS' dispersion method."""
 
 
-def med(f, n):
-    f()
-    ts = []
-    for _ in range(n):
-        t = time.perf_counter()
+def interleaved(fns, n):
+    """Times (ms) of each callable in each of ``n`` rounds in which they take turns, so that a
+    machine whose speed drifts (shared cores) shifts them all alike."""
+    for f in fns.values():
         f()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts) * 1e3
+    ts = {k: [] for k in fns}
+    for _ in range(n):
+        for k, f in fns.items():
+            t = time.perf_counter()
+            f()
+            ts[k].append((time.perf_counter() - t) * 1e3)
+    return ts
 
 
 def measure(name, img, consts, repeat, bitshuffle, method="radial"):
     make_ws, analyse_frame = METHODS[method]
     comp = bitshuffle.compress_lz4(img)
     ws = make_ws()
-    dec = med(lambda: bitshuffle.decompress_lz4(comp, img.shape, img.dtype), repeat)
-    ana = med(lambda: analyse_frame(img, constants=consts, workspace=ws), repeat)
-    full = med(lambda: analyse_frame(bitshuffle.decompress_lz4(comp, img.shape, img.dtype), constants=consts,
-                                     workspace=ws), repeat)
+    ts = interleaved(dict(
+        decode=lambda: bitshuffle.decompress_lz4(comp, img.shape, img.dtype),
+        analysis=lambda: analyse_frame(img, constants=consts, workspace=ws),
+        full=lambda: analyse_frame(bitshuffle.decompress_lz4(comp, img.shape, img.dtype), constants=consts, workspace=ws),
+    ), repeat)
     spots = analyse_frame(img, constants=consts, workspace=ws)[0]
-    return dict(name=f"{name} {method[:4]}", decode=dec, analysis=ana, full=full, n_spots=spots.n, method=method,
-                frame=name)
+    ratio = statistics.median(f / d for f, d in zip(ts["full"], ts["decode"], strict=True))
+    return dict(name=f"{name} {method[:4]}", decode=statistics.median(ts["decode"]),
+                analysis=statistics.median(ts["analysis"]), full=statistics.median(ts["full"]), ratio=ratio,
+                n_spots=spots.n, method=method, frame=name)
 
 
 def peers(size):
@@ -185,7 +193,7 @@ def main() -> None:
         p = peer.get(r["frame"], {})
         vs = "  ".join(f"{k.replace('OM peakfinder8', 'pf8').replace('pyFAI integrate1d', 'pyFAI')} {v[0]:.1f} ms"
                        f" → {r['full'] / v[0]:.2f}×" for k, v in p.items() if "decode" not in k)
-        print(f"{r['name']:15} {r['decode']:8.1f} {r['analysis']:9.1f} {r['full']:8.1f} {r['full'] / r['decode']:9.2f}"
+        print(f"{r['name']:15} {r['decode']:8.1f} {r['analysis']:9.1f} {r['full']:8.1f} {r['ratio']:9.2f}"
               f" {r['n_spots']:6d}   {vs}")
     if synth is not None:
         for size, m in ((s, m) for s in args.sizes for m in args.methods):
