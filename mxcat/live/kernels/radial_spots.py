@@ -75,54 +75,62 @@ def _unmasked(o, i):
     return o[i] != 0
 
 
-@numba.njit(cache=True, inline="always")
-def _block_cols(r0, r1, o0, o1, two, sentinel, saturation, i0, i1, zero, zs):
-    """Valid sum, count, maximum and saturated count of columns i0..i1−1 of rows r0 (and r1 when
-    ``two``), without branches."""
-    s = zs
-    n = np.int32(0)
-    m = zero
-    n_sat = 0
-    for i in range(i0, i1):
-        a = r0[i]
-        c = r1[i]
-        ga = _good(a, sentinel) & _unmasked(o0, i)
-        gc = _good(c, sentinel) & _unmasked(o1, i) & two
-        va = a if ga else zero
-        vc = c if gc else zero
-        s += va
-        s += vc
-        n += np.int32(ga) + np.int32(gc)
-        m = max(m, max(va, vc))
-        if saturation is not None:  # pruned at compile time when nothing is counted
-            n_sat += np.int32(ga & (va >= saturation)) + np.int32(gc & (vc >= saturation))
-    return s, n, m, n_sat
-
-
 @numba.njit(cache=True)
 def _block_row(r0, r1, o0, o1, two, sentinel, saturation, bs, bc, bm):
-    """Valid sum, count and maximum of each block (4 columns of rows r0/r1; r1 ignored unless
+    """Valid sum, count and maximum of each whole block (4 columns of rows r0/r1; r1 ignored unless
     ``two``), in the frame's own type (``bs`` int64 for integer frames, float64 otherwise; ``bm``
     the frame type; ``saturation`` in the frame type, or None: not counted); returns the number of
     saturated valid pixels. With ``o0``/``o1`` None the detector mask is not read (see
-    :func:`_block_fix`). Branch-free, so it vectorises."""
-    nx = r0.shape[0]
-    nfull = nx >> 2
+    :func:`_block_fix`). Branch-free, so it vectorises; a last block of 1-3 columns is
+    :func:`_block_end`'s (written here, code after the loop stops LLVM vectorising it: 4x slower)."""
     zero = zero_of(r0[0])
     zs = zero_of(bs[0])
     n_sat = 0
-    for bx in range(nfull):
-        s, n, m, d_sat = _block_cols(r0, r1, o0, o1, two, sentinel, saturation, 4 * bx, 4 * bx + 4, zero, zs)
+    for bx in range(r0.shape[0] >> 2):
+        s = zs
+        n = np.int32(0)
+        m = zero
+        for k in range(4):
+            i = 4 * bx + k
+            a = r0[i]
+            c = r1[i]
+            ga = _good(a, sentinel) & _unmasked(o0, i)
+            gc = _good(c, sentinel) & _unmasked(o1, i) & two
+            va = a if ga else zero
+            vc = c if gc else zero
+            s += va
+            s += vc
+            n += np.int32(ga) + np.int32(gc)
+            m = max(m, max(va, vc))
+            if saturation is not None:  # pruned at compile time when nothing is counted
+                n_sat += np.int32(ga & (va >= saturation)) + np.int32(gc & (vc >= saturation))
         bs[bx] = s
         bc[bx] = n
         bm[bx] = m
-        n_sat += d_sat
-    if 4 * nfull < nx:  # a last block of 1-3 columns
-        s, n, m, d_sat = _block_cols(r0, r1, o0, o1, two, sentinel, saturation, 4 * nfull, nx, zero, zs)
-        bs[nfull] = s
-        bc[nfull] = n
-        bm[nfull] = m
-        n_sat += d_sat
+    return n_sat
+
+
+@numba.njit(cache=True)
+def _block_end(r0, r1, o0, o1, two, sentinel, saturation, bs, bc, bm):
+    """The last block of a row whose width is not a multiple of 4 (as :func:`_block_row`)."""
+    nx = r0.shape[0]
+    bx = nx >> 2
+    s = zero_of(bs[0])
+    n = 0
+    m = zero_of(r0[0])
+    n_sat = 0
+    for i in range(4 * bx, nx):
+        for k in range(2 if two else 1):
+            v = r0[i] if k == 0 else r1[i]
+            if _good(v, sentinel) and (_unmasked(o0, i) if k == 0 else _unmasked(o1, i)):
+                s += v
+                n += 1
+                m = max(m, v)
+                if saturation is not None and v >= saturation:
+                    n_sat += 1
+    bs[bx] = s
+    bc[bx] = n
+    bm[bx] = m
     return n_sat
 
 
@@ -212,11 +220,15 @@ def block_pass(img, ok, sentinel, bbin, bweight, use_weight, thr_hi, saturation,
         j1 = j0 + 1 if two else j0
         if mask_sparse:
             n_sat += _block_row(img[j0], img[j1], None, None, two, sentinel, saturation, bs, bc, bm)
+            if nx & 3:
+                n_sat += _block_end(img[j0], img[j1], None, None, two, sentinel, saturation, bs, bc, bm)
             for q in range(mask_ptr[by], mask_ptr[by + 1]):
                 n_sat += _block_fix(img[j0], img[j1], ok[j0], ok[j1], two, sentinel, saturation, bs, bc, bm,
                                     mask_cols[q])
         else:
             n_sat += _block_row(img[j0], img[j1], ok[j0], ok[j1], two, sentinel, saturation, bs, bc, bm)
+            if nx & 3:
+                n_sat += _block_end(img[j0], img[j1], ok[j0], ok[j1], two, sentinel, saturation, bs, bc, bm)
         br = bbin[by]
         miss, k = _profile_row(br, bweight[by if use_weight else 0], use_weight, bs, bc, bm, full_two if two else full_one,
                                thr_hi, rsum, rmiss, row_seeds)
