@@ -2,13 +2,15 @@
 
 Run: ``taskset -c 0 python benchmarks/bench_live.py [--sizes 4M 16M] [--repeat 5] [--no-peers]``
 
-In one run: bslz4 decode alone (bitshuffle), full analysis (decode + spots + statistics + radial
-profile through ``analyse_frame``), the ratio full/decode (median over rounds in which decode,
-analysis and full take turns, so a drifting machine shifts all three alike), on synthetic Eiger
-frames (``../shared/bench/synth.py``) and on the real corpus frame; when the peer environments exist
-(``$PEERS_DIR``, default ``<tmp>/mxcat-peers``, built by ``run_peers.sh``) OM peakfinder8 (normal,
-fast) and pyFAI ``integrate1d`` run in subprocesses on the same frames and the ratios mxcat/peer
-are printed. Detection: recall of true spots with peak SNR >= 10 (peak amplitude / sqrt(local
+In one run: bslz4 decode alone (bitshuffle, the floor), analysis of the decoded frame alone, full
+analysis (what a live worker does with a received bslz4 frame: for ``radial`` decoding and
+analysing a band of rows at a time, ``analyse_bslz4_radial``, into the worker's reused frame
+buffer; for ``dispersion`` decoding, then ``analyse_frame``) and the ratio full/decode, beside it (dec,ana)/decode for decoding whole and then
+analysing (medians over rounds in which all take turns, so a drifting machine shifts them alike),
+on synthetic Eiger frames (``../shared/bench/synth.py``) and on the real corpus frame; when the
+peer environments exist (``$PEERS_DIR``, default ``<tmp>/mxcat-peers``, built by
+``run_peers.sh``) OM peakfinder8 (normal, fast) and pyFAI ``integrate1d`` run in subprocesses on
+the same frames and the ratios mxcat/peer are printed. Detection: recall of true spots with peak SNR >= 10 (peak amplitude / sqrt(local
 background)) within 1.5 px, false spots on spot-free frames, and on the real frame mxcat's spot
 count beside peakfinder8's. Times are medians; quote ratios (shared machines drift). No asserts.
 """
@@ -37,7 +39,8 @@ PEERS = Path(os.environ.get("PEERS_DIR", Path(tempfile.gettempdir()) / "mxcat-pe
 
 from mxcat.live.kernels import SeriesConstants  # noqa: E402
 from mxcat.live.kernels.fused import Workspace, analyse_frame  # noqa: E402
-from mxcat.live.kernels.radial_spots import RadialWorkspace, analyse_frame_radial  # noqa: E402
+from mxcat.live.kernels.radial_spots import RadialWorkspace, analyse_bslz4_radial, analyse_frame_radial  # noqa: E402
+from mxcat.live.sources.decode import encode_bslz4, prepare_bslz4  # noqa: E402
 
 METHODS = {
     "radial": (RadialWorkspace, analyse_frame_radial),
@@ -62,18 +65,30 @@ def interleaved(fns, n):
 
 def measure(name, img, consts, repeat, bitshuffle, method="radial"):
     make_ws, analyse_frame = METHODS[method]
-    comp = bitshuffle.compress_lz4(img)
+    blob = encode_bslz4(img)  # the DECTRIS framing, 8 kB blocks as the detector writes them
+    comp = np.frombuffer(blob, np.uint8, offset=12)
     ws = make_ws()
-    ts = interleaved(dict(
-        decode=lambda: bitshuffle.decompress_lz4(comp, img.shape, img.dtype),
-        analysis=lambda: analyse_frame(img, constants=consts, workspace=ws),
-        full=lambda: analyse_frame(bitshuffle.decompress_lz4(comp, img.shape, img.dtype), constants=consts, workspace=ws),
-    ), repeat)
+
+    def decode():
+        return bitshuffle.decompress_lz4(comp, img.shape, img.dtype)
+
+    def engine():  # what a live worker does with a received frame
+        if method == "radial":
+            return analyse_bslz4_radial(prepare_bslz4(blob, img.dtype, img.shape), constants=consts, workspace=ws,
+                                        out=ws.frame_buffer(img.shape, img.dtype))
+        return analyse_frame(decode(), constants=consts, workspace=ws)
+
+    ts = interleaved(dict(decode=decode, analysis=lambda: analyse_frame(img, constants=consts, workspace=ws),
+                          separate=lambda: analyse_frame(decode(), constants=consts, workspace=ws), full=engine),
+                     repeat)
     spots = analyse_frame(img, constants=consts, workspace=ws)[0]
-    ratio = statistics.median(f / d for f, d in zip(ts["full"], ts["decode"], strict=True))
+
+    def ratio(k):
+        return statistics.median(f / d for f, d in zip(ts[k], ts["decode"], strict=True))
+
     return dict(name=f"{name} {method[:4]}", decode=statistics.median(ts["decode"]),
-                analysis=statistics.median(ts["analysis"]), full=statistics.median(ts["full"]), ratio=ratio,
-                n_spots=spots.n, method=method, frame=name)
+                analysis=statistics.median(ts["analysis"]), full=statistics.median(ts["full"]), ratio=ratio("full"),
+                separate=ratio("separate"), n_spots=spots.n, method=method, frame=name)
 
 
 def peers(size):
@@ -188,13 +203,14 @@ def main() -> None:
         c = SeriesConstants.build_without_geometry(shape=real.shape)
         for m in args.methods:
             rows.append(measure("real 4M", real, c, args.repeat, bitshuffle, m))
-    print(f"{'frame':15} {'decode':>8} {'analysis':>9} {'full':>8} {'full/dec':>9} {'spots':>6}   vs peers (mxcat full / peer)")
+    print(f"{'frame':15} {'decode':>8} {'analysis':>9} {'full':>8} {'full/dec':>9} {'(dec,ana)':>9} {'spots':>6}"
+          f"   vs peers (mxcat full / peer)")
     for r in rows:
         p = peer.get(r["frame"], {})
         vs = "  ".join(f"{k.replace('OM peakfinder8', 'pf8').replace('pyFAI integrate1d', 'pyFAI')} {v[0]:.1f} ms"
                        f" → {r['full'] / v[0]:.2f}×" for k, v in p.items() if "decode" not in k)
         print(f"{r['name']:15} {r['decode']:8.1f} {r['analysis']:9.1f} {r['full']:8.1f} {r['ratio']:9.2f}"
-              f" {r['n_spots']:6d}   {vs}")
+              f" {r['separate']:9.2f} {r['n_spots']:6d}   {vs}")
     if synth is not None:
         for size, m in ((s, m) for s in args.sizes for m in args.methods):
             rec, n, false = quality(synth, size, method=m)

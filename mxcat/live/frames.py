@@ -51,7 +51,12 @@ class SeriesInfo:
 
 @dataclass
 class Frame:
-    """One detector image of a series."""
+    """One detector image of a series.
+
+    A source asked to defer bitshuffle-LZ4 decoding (the live workers: the analysis decodes a
+    band at a time, in cache) leaves the checked but undecoded frame in ``encoded``
+    (:class:`~mxcat.live.sources.decode.Bslz4Frame`) and in ``data`` a read-only stand-in of the
+    right shape and dtype holding no pixels; :meth:`pixels` decodes it."""
 
     series_id: str
     index: int
@@ -61,6 +66,14 @@ class Frame:
     received: float | None = None
     """time.monotonic() when the source had the frame, for lag measurements."""
     extra: dict[str, Any] = field(default_factory=dict)
+    encoded: Any = field(default=None, repr=False)
+
+    def pixels(self) -> np.ndarray:
+        """The decoded pixels (decoding a deferred frame once, into ``data``)."""
+        if self.encoded is not None:
+            self.data = self.encoded.decode()
+            self.encoded = None
+        return self.data
 
 
 @dataclass

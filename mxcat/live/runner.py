@@ -26,7 +26,11 @@ every worker has flushed, or ``end_timeout`` seconds after the end.
 **Overload policy.** Each worker has a receiver thread that drains its socket into a bounded queue
 (``queue_size`` frames); when analysis falls behind, the *oldest* queued frame is dropped and
 counted (headers and ends are never dropped). Memory per worker is therefore bounded by
-``queue_size`` frames plus the socket's receive high-water mark (``rcvhwm`` messages).
+``queue_size`` frames plus the socket's receive high-water mark (``rcvhwm`` messages). Eiger
+bitshuffle-LZ4 frames wait in the queue compressed (their framing checked on receipt) and are
+decoded by the radial analysis a band of rows at a time, while each band is in cache
+(:func:`~mxcat.live.kernels.radial_spots.analyse_bslz4_radial`); a block that does not decode
+then counts as a failed frame of the worker rather than as a malformed message of the source.
 
 **Hits for CrystFEL (optional).** With ``hits_endpoint``, each worker also pushes every *hit*
 frame (int32 pixels plus scalars, CrystFEL msgpack layout) to a :class:`~mxcat.live.hits_rep.HitServer`
@@ -210,6 +214,8 @@ def open_source(protocol: str, endpoint: str, ctx: zmq.Context, *, rcvhwm: int =
 def _warm_up() -> None:
     """Compile (or load from cache) the numba kernels before the first frame arrives."""
     from mxcat.live.kernels import METHODS, SeriesConstants, analyse_frame, spot_separations
+    from mxcat.live.kernels.radial_spots import analyse_bslz4_radial
+    from mxcat.live.sources.decode import encode_bslz4, prepare_bslz4
 
     geometric = SeriesConstants.build(shape=(16, 16), beam_centre_x=8.0, beam_centre_y=8.0, pixel_size_x=75e-6,
                                       pixel_size_y=75e-6, distance=0.2, wavelength=1.0, n_bins=4)
@@ -220,6 +226,9 @@ def _warm_up() -> None:
             for method in METHODS:
                 for saturation in (1000, None):  # a series without a saturation value compiles its own sweep
                     analyse_frame(img, constants=c, method=method, saturation_value=saturation)
+            enc = prepare_bslz4(encode_bslz4(img, 64), dtype, img.shape)  # Eiger frames: decoded in bands
+            for saturation in (1000, None):
+                analyse_bslz4_radial(enc, constants=c, saturation_value=saturation)
     spot_separations(x=np.array([1.0, 5.0]), y=np.array([1.0, 5.0]), area_px=256.0)
     # the resolution estimators run only on frames with more than 10 spots: compile them here too
     from mxcat.live.kernels.resolution import distl_method_1, distl_method_2, estimate_d_min
@@ -237,8 +246,18 @@ def analyse_frame(frame: Frame, constants: Any, info: SeriesInfo, *, hit_min_spo
     from mxcat.live.kernels import spot_separations
 
     t0 = time.monotonic()
-    spots, st, rp = kernel(frame.data, constants=constants, method=method, workspace=workspace,
-                           saturation_value=info.saturation_value, hit_min_spots=hit_min_spots)
+    if frame.encoded is not None and method == "radial":  # decoded a band at a time inside the analysis
+        from mxcat.live.kernels.radial_spots import analyse_bslz4_radial
+
+        enc = frame.encoded
+        out = workspace.frame_buffer(enc.shape, enc.dtype) if workspace is not None else None  # reused: the frame
+        frame.data, spots, st, rp = analyse_bslz4_radial(enc, constants=constants, workspace=workspace,  # is not kept
+                                                         saturation_value=info.saturation_value,
+                                                         hit_min_spots=hit_min_spots, out=out)
+        frame.encoded = None
+    else:
+        spots, st, rp = kernel(frame.pixels(), constants=constants, method=method, workspace=workspace,
+                               saturation_value=info.saturation_value, hit_min_spots=hit_min_spots)
     ok = np.isfinite(spots.x) & np.isfinite(spots.y)
     sep = spot_separations(x=spots.x[ok], y=spots.y[ok], area_px=float(constants.n_ok))
     d = spots.d
@@ -336,7 +355,10 @@ def worker_main(wid: int, opts: WorkerOptions) -> None:
         if not welcomed:
             log.error("worker %d: no welcome from the collector; giving up", wid)
             return
-        source = open_source(opts.protocol, opts.source, ctx, rcvhwm=opts.rcvhwm, **opts.source_options)
+        src_opts = dict(opts.source_options)
+        if opts.protocol in ("eiger1", "eiger2"):  # bitshuffle-LZ4 frames wait encoded; analysis decodes them
+            src_opts.setdefault("defer_bslz4", True)
+        source = open_source(opts.protocol, opts.source, ctx, rcvhwm=opts.rcvhwm, **src_opts)
 
         def receive() -> None:
             try:

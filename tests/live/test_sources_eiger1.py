@@ -20,11 +20,11 @@ from mxcat.live.sources.eiger1 import Eiger1Decoder, Eiger1Source
 SHAPE = (120, 1100)  # crosses one module gap along fast
 
 
-def _run(endpoint, src_cls, **serve_kw):
+def _run(endpoint, src_cls, defer_bslz4=False, **serve_kw):
     result: dict = {}
     t = threading.Thread(target=lambda: result.update(serve(endpoint, **serve_kw)), daemon=True)
     t.start()
-    with src_cls(endpoint, timeout=10, stop_after_end=True) as src:
+    with src_cls(endpoint, timeout=10, stop_after_end=True, defer_bslz4=defer_bslz4) as src:
         items = list(src)
     t.join(10)
     return items, result
@@ -47,10 +47,12 @@ def endpoint(tmp_path):
         ("raw", "uint32"),
     ],
 )
-def test_round_trip_bit_exact(endpoint, encoding, dtype):
+@pytest.mark.parametrize("defer", [False, True])
+def test_round_trip_bit_exact(endpoint, encoding, dtype, defer):
     items, result = _run(
         endpoint,
         Eiger1Source,
+        defer_bslz4=defer,
         protocol="eiger1",
         n_images=3,
         shape=SHAPE,
@@ -67,7 +69,9 @@ def test_round_trip_bit_exact(endpoint, encoding, dtype):
     expected = [f for f, _ in synthetic_series(3, seed=7, shape=SHAPE, dtype=dtype, n_spots=5)]
     assert [f.index for f in frames] == [1, 2, 3]
     for got, want in zip(frames, expected, strict=True):
-        assert got.data.dtype == np.dtype(dtype) and np.array_equal(got.data, want)
+        assert (got.encoded is not None) == (defer and encoding.startswith("bs"))  # left encoded when asked
+        assert got.data.dtype == np.dtype(dtype) and got.data.shape == SHAPE
+        assert np.array_equal(got.pixels(), want) and got.encoded is None and np.array_equal(got.data, want)
     assert (end.n_received, end.n_missing, end.n_malformed, end.n_out_of_order) == (3, 0, 0, 0)
     assert len(result["spots"][0]) == 3 and len(result["spots"][0][0]) == 5
 
@@ -212,11 +216,11 @@ def test_frames_without_header_start_an_implicit_series():
     )
 )
 def test_fuzz_never_raises(parts):
-    dec = Eiger1Decoder()
-    dec.feed(_header())
-    dec.feed(parts)
-    dec.feed(_img(1, 0))
-    assert dec.n_messages == 3
+    for dec in (Eiger1Decoder(), Eiger1Decoder(defer_bslz4=True)):
+        dec.feed(_header())
+        dec.feed(parts)
+        dec.feed(_img(1, 0))
+        assert dec.n_messages == 3
 
 
 def test_end_of_a_series_never_started_is_passed_on_once():

@@ -55,12 +55,21 @@ import numba
 import numpy as np
 
 from .blocks import BlockTables, _valid
+from .bslz4 import decode_rows
 from .fused import _tables as ice_tables
 from .geometry import SeriesConstants, sentinel_for, zero_of
-from .radial_model import HIST, MIN_MODEL_PIXELS, SIGMA_FLOOR, background_model
+from .radial_model import (
+    HIST,
+    MIN_MODEL_PIXELS,
+    SIGMA_FLOOR,
+    _histogram_model,
+    background_model,
+    model_histogram,
+)
 
-__all__ = ["HIST", "MIN_MODEL_PIXELS", "SIGMA_FLOOR", "BlockTables", "RadialWorkspace", "analyse_frame_radial",
-           "auto_model_step", "background_model", "block_pass", "grow_spots", "ice_rows"]
+__all__ = ["BAND_ROWS", "HIST", "MIN_MODEL_PIXELS", "SIGMA_FLOOR", "BlockTables", "RadialWorkspace",
+           "analyse_bslz4_radial", "analyse_frame_radial", "auto_model_step", "background_model", "block_pass",
+           "bslz4_pass", "clear_marks", "grow_spots", "ice_rows"]
 
 
 @numba.njit(cache=True, inline="always")
@@ -190,20 +199,19 @@ def _profile_row(br, wr, use_weight, bs, bc, bm, full, thr_hi, rsum, rmiss, out)
 
 
 @numba.njit(cache=True)
-def block_pass(img, ok, sentinel, bbin, bweight, use_weight, thr_hi, saturation, rsum, rmiss, bs, bc, bm, seeds,
-               mask_ptr, mask_cols, mask_sparse):
-    """The full sweep (see module docstring). ``rsum`` (n_bins, 4) and ``rmiss`` (n_bins; pixels
-    of the bin's blocks that are masked or invalid, see :func:`_profile_row`) are zeroed here;
-    ``bs``/``bc``/``bm`` are row buffers of length ≥ number of block columns; ``seeds`` receives
-    the flat indices (by·nbx + bx) of blocks whose largest valid value passes the seed threshold
-    (all of them are counted; when there are more than ``len(seeds)``, call again with a larger
-    one). With ``mask_sparse`` the rows are swept without the detector mask and the blocks listed
-    in ``mask_cols[mask_ptr[by]:mask_ptr[by + 1]]`` redone with it.
-    Returns (n_valid, n_sat, n_seed_blocks)."""
+def block_pass(img, ok, sentinel, bbin, bweight, use_weight, thr_hi, saturation, rsum, rmiss, bs, bc, bm, seeds, n_seed,
+               mask_ptr, mask_cols, mask_sparse, by0, by1):
+    """The sweep (see module docstring) of block rows ``by0``..``by1``−1, adding to the profile
+    sums ``rsum`` (n_bins, 4) and ``rmiss`` (n_bins; pixels of the bin's blocks that are masked or
+    invalid, see :func:`_profile_row`); ``bs``/``bc``/``bm`` are row buffers of length ≥ number of
+    block columns; ``seeds`` receives, after the ``n_seed`` already there, the flat indices
+    (by·nbx + bx) of blocks whose largest valid value passes the seed threshold (all of them are
+    counted; when there are more than ``len(seeds)``, call again with a larger one). With
+    ``mask_sparse`` the rows are swept without the detector mask and the blocks listed in
+    ``mask_cols[mask_ptr[by]:mask_ptr[by + 1]]`` redone with it.
+    Returns (pixels masked or invalid, saturated pixels, seed blocks in all)."""
     ny, nx = img.shape
     nbx = (nx + 3) // 4
-    rsum[:] = 0.0
-    rmiss[:] = 0
     full_two = np.full(nbx, 8, np.int32)  # pixels per block: 8, fewer in a cut last column or row
     full_one = np.full(nbx, 4, np.int32)
     if nx % 4:
@@ -211,10 +219,9 @@ def block_pass(img, ok, sentinel, bbin, bweight, use_weight, thr_hi, saturation,
         full_one[nbx - 1] = nx % 4
     n_missing = 0
     n_sat = 0
-    n_seed = 0
     cap = seeds.shape[0]
     row_seeds = np.empty(nbx, np.int64)
-    for by in range((ny + 1) // 2):
+    for by in range(by0, by1):
         j0 = 2 * by
         two = j0 + 1 < ny
         j1 = j0 + 1 if two else j0
@@ -237,30 +244,38 @@ def block_pass(img, ok, sentinel, bbin, bweight, use_weight, thr_hi, saturation,
             if n_seed < cap:
                 seeds[n_seed] = by * nbx + row_seeds[q]
             n_seed += 1
-    return ny * nx - n_missing, n_sat, n_seed
+    return n_missing, n_sat, n_seed
 
 
 @numba.njit(cache=True)
-def grow_spots(img, ok, sentinel, bbin, thr_lo, thr_hi, mu, seeds, n_seed, max_spot_size, visited, stack, out):
+def grow_spots(img, ok, sentinel, bbin, thr_lo, thr_hi, mu, seeds, n_seed, max_spot_size, visited, stack, out,
+               state, row_limit):
     """Components of strong pixels (8-connected, > ``thr_lo`` of their block bin) that contain a
-    seed pixel, found by flood fill from the seeds of the seed blocks. Per component one row of
-    ``out``: pixels, raw sum, value-weighted x and y sums, background sum, peak. ``visited``
-    (frame shape, all zero on entry) is zero again on return; ``stack`` (2, n) receives the rows
-    and columns of the marked pixels. Components larger than ``max_spot_size`` are walked to
-    their end (so no seed restarts them) and dropped. Returns the number of components, or −1
-    when ``stack`` is too small, −2 when ``out`` is (nothing is then kept; call again with a larger one).
-    The buffers are never reallocated here: a reassigned array costs the flood fill ~5x."""
+    seed pixel, found by flood fill from the seeds of the seed blocks, in seed order. Per
+    component one row of ``out``: pixels, raw sum, value-weighted x and y sums, background sum,
+    peak. ``visited`` (frame shape) marks the pixels taken; ``stack`` (2, n) receives their rows
+    and columns (:func:`clear_marks` clears them after the last call). Components larger than
+    ``max_spot_size`` are walked to their end (so no seed restarts them) and dropped.
+
+    Resumable: ``state`` = [next seed, components so far, marked pixels so far] (zeros to start)
+    is updated; only rows below ``row_limit`` are read, and a component reaching that row is
+    undone and the call returns 1, to be called again once more rows are there. Returns 0 when
+    all ``n_seed`` seeds are done, −1 when ``stack`` is too small, −2 when ``out`` is (clear the
+    marks and start again with a larger one). The buffers are never reallocated here: a
+    reassigned array costs the flood fill ~5x."""
     ny, nx = img.shape
     nbx = (nx + 3) // 4
     n_seed = min(n_seed, seeds.shape[0])
     cap = stack.shape[1]
     cap_out = out.shape[0]
-    n_out = 0
-    n_marked = 0
+    n_out = state[1]
+    n_marked = state[2]
     full = False
     out_full = False
-    for q in range(n_seed):
-        if full:
+    waiting = False
+    q = state[0]
+    while q < n_seed:
+        if full or waiting:
             break
         by = seeds[q] // nbx
         bx = seeds[q] - by * nbx
@@ -287,6 +302,9 @@ def grow_spots(img, ok, sentinel, bbin, thr_lo, thr_hi, mu, seeds, n_seed, max_s
                     pj = stack[0, k]
                     pi = stack[1, k]
                     k += 1
+                    if pj + 1 >= row_limit and pj + 1 < ny:  # the next row is not there yet: undo, wait
+                        waiting = True
+                        break
                     for jj in range(max(pj - 1, 0), min(pj + 2, ny)):
                         for ii in range(max(pi - 1, 0), min(pi + 2, nx)):
                             if visited[jj, ii] != 0:
@@ -298,6 +316,10 @@ def grow_spots(img, ok, sentinel, bbin, thr_lo, thr_hi, mu, seeds, n_seed, max_s
                                 stack[0, top] = jj
                                 stack[1, top] = ii
                                 top += 1
+                if waiting:
+                    for t in range(start, top):
+                        visited[stack[0, t], stack[1, t]] = 0
+                    break
                 n_marked = top
                 npx = top - start
                 if full or npx > max_spot_size:
@@ -327,11 +349,23 @@ def grow_spots(img, ok, sentinel, bbin, thr_lo, thr_hi, mu, seeds, n_seed, max_s
                 out[n_out, 4] = sb
                 out[n_out, 5] = peak
                 n_out += 1
+            if waiting:
+                break
+        if not waiting and not full:
+            q += 1
+    state[0] = q
+    state[1] = n_out
+    state[2] = n_marked
+    if full:
+        return -2 if out_full else -1
+    return 1 if waiting else 0
+
+
+@numba.njit(cache=True)
+def clear_marks(visited, stack, n_marked):
+    """Zero the ``visited`` marks of the first ``n_marked`` pixels in ``stack``."""
     for t in range(n_marked):
         visited[stack[0, t], stack[1, t]] = 0
-    if not full:
-        return n_out
-    return -2 if out_full else -1
 
 
 class RadialWorkspace:
@@ -357,6 +391,14 @@ class RadialWorkspace:
             self._key = key
         return self.b
 
+    def frame_buffer(self, shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+        """A frame-sized array kept for decoding into, frame after frame (its pages are mapped once,
+        not faulted in again for every frame: ~10 % of a 4M/16M decode)."""
+        a = self.b.get("frame")
+        if a is None or a.shape != tuple(shape) or a.dtype != np.dtype(dtype):
+            a = self.b["frame"] = np.empty(shape, dtype)
+        return a
+
 
 def analyse_frame_radial(frame: np.ndarray, *, constants: SeriesConstants, workspace: RadialWorkspace | None = None,
                          snr_seed: float = 8.0, snr_grow: float = 3.0, min_spot_size: int = 3, max_spot_size: int = 1000,
@@ -364,47 +406,189 @@ def analyse_frame_radial(frame: np.ndarray, *, constants: SeriesConstants, works
                          hit_min_spots: int = 30, sentinel: int | float | None = None):
     """Spots, statistics and radial profile of one frame: ``(SpotList, FrameStats, RadialProfile)``
     (definitions in the module docstring)."""
-    from .radial import RadialProfile
-    from .spots import SpotList
-    from .stats import finish_statistics
-
-    if frame.shape != constants.shape:
-        raise ValueError(f"frame shape {frame.shape} does not match series shape {constants.shape}")
-    if not snr_seed >= snr_grow:
-        raise ValueError(f"snr_seed ({snr_seed}) must be >= snr_grow ({snr_grow})")
-    if model_step is None:
-        model_step = auto_model_step(frame.shape[0])
-    if model_step < 1 or clip_iterations < 0 or min_spot_size < 1 or max_spot_size < min_spot_size:
-        raise ValueError(f"need model_step >= 1, clip_iterations >= 0 and 1 <= min_spot_size <= max_spot_size "
-                         f"(got {model_step}, {clip_iterations}, {min_spot_size}, {max_spot_size})")
+    model_step = _check(frame.shape, constants, snr_seed, snr_grow, min_spot_size, max_spot_size, model_step,
+                        clip_iterations)
     ws = workspace if workspace is not None else RadialWorkspace()
     t = BlockTables.of(constants)
     b = ws.get(frame.shape, t.n_bins, frame.dtype)
     sent = sentinel_for(frame.dtype) if sentinel is None else frame.dtype.type(sentinel)
-    mu, sig, background = background_model(frame, constants.ok, sent, t, step=int(model_step),
+    mu, sig, background = background_model(frame, constants.ok, sent, t, step=model_step,
                                            iterations=int(clip_iterations), ws=b)
+    sat, count_sat = _native_saturation(saturation_value, frame.dtype)
+    n_missing, n_sat, n_comp = _sweep_and_grow(frame, constants, t, b, sent, sat if count_sat else None, mu,
+                                               mu + snr_grow * sig, mu + snr_seed * sig, max_spot_size)
+    return _results(frame, constants, t, b, sent, model_step, n_missing, n_sat if count_sat else 0, n_comp,
+                    min_spot_size, background, hit_min_spots)
+
+
+BAND_ROWS = 32
+"""Rows decoded and analysed at a time by :func:`analyse_bslz4_radial` (~260 kB of a 32-bit 4M frame)."""
+
+
+def analyse_bslz4_radial(encoded, *, constants: SeriesConstants, workspace: RadialWorkspace | None = None,
+                         snr_seed: float = 8.0, snr_grow: float = 3.0, min_spot_size: int = 3, max_spot_size: int = 1000,
+                         model_step: int | None = None, clip_iterations: int = 2, saturation_value: float | None = None,
+                         hit_min_spots: int = 30, sentinel: int | float | None = None, out: np.ndarray | None = None):
+    """As :func:`analyse_frame_radial` for a bitshuffle-LZ4 frame not yet decoded
+    (:class:`mxcat.live.sources.decode.Bslz4Frame`: ``body``, ``offsets``, ``block_elems``,
+    ``dtype``, ``shape``, ``decode()``), decoding it (into ``out`` when given, e.g. the workspace's
+    :meth:`~RadialWorkspace.frame_buffer`) a band of ``BAND_ROWS`` rows at a time
+    (:mod:`.bslz4`): first the model rows, then per band the sweep and the flood fill of the seeds
+    whose components lie in the rows decoded so far, all while the band is in cache. Returns
+    ``(frame, SpotList, FrameStats, RadialProfile)``, the same answer as decoding first; a frame
+    the band path does not serve (not integer, no whole block, more large model values than the
+    histogram lists hold) is decoded whole and analysed as such. A corrupt block raises ValueError."""
+    from .bslz4 import DECOMPRESS
+
+    dtype = np.dtype(encoded.dtype)
+    shape = tuple(encoded.shape)
+    model_step = _check(shape, constants, snr_seed, snr_grow, min_spot_size, max_spot_size, model_step,
+                        clip_iterations)
+    opts = dict(snr_seed=snr_seed, snr_grow=snr_grow, min_spot_size=min_spot_size, max_spot_size=max_spot_size,
+                model_step=model_step, clip_iterations=clip_iterations, saturation_value=saturation_value,
+                hit_min_spots=hit_min_spots, sentinel=sentinel)
+    if not np.issubdtype(dtype, np.integer) or not dtype.isnative or len(encoded.offsets) < 2 or len(shape) != 2:
+        frame = encoded.decode()
+        return (frame, *analyse_frame_radial(frame, constants=constants, workspace=workspace, **opts))
+    ws = workspace if workspace is not None else RadialWorkspace()
+    t = BlockTables.of(constants)
+    b = ws.get(shape, t.n_bins, dtype)
+    if "hist" not in b:
+        b["hist"] = np.zeros((4, t.n_bins, HIST), np.int32)
+        b["big_b"], b["big_v"] = np.empty(1 << 17, np.int32), np.empty(1 << 17, np.float64)
+    if out is None:
+        frame = np.empty(shape, dtype)
+    elif out.shape != shape or out.dtype != dtype or not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError(f"out is {out.dtype}{out.shape}, the frame {dtype}{shape} (C-contiguous, writeable)")
+    else:
+        frame = out
+    sent = sentinel_for(dtype) if sentinel is None else dtype.type(sentinel)
+    sat, count_sat = _native_saturation(saturation_value, dtype)
+    use_w = t.weight is not None
+    state = np.zeros(3, np.int64)
+    done = np.zeros(len(encoded.offsets) - 1, np.bool_)
+    status, n_missing, n_sat, n_seed, grown, mu, sig, background = bslz4_pass(
+        DECOMPRESS, encoded.body, encoded.offsets, int(encoded.block_elems), frame, constants.ok, sent, t.bin,
+        t.weight if use_w else np.zeros((1, 1)), use_w, sat if count_sat else None, model_step, int(clip_iterations),
+        float(snr_seed), float(snr_grow), int(max_spot_size), BAND_ROWS, b["hist"], b["big_b"], b["big_v"], b["rsum"],
+        b["rmiss"], b["bs"], b["bc"], b["bm"], b["seeds"], t.mask_ptr, t.mask_cols, t.mask_sparse, b["visited"],
+        b["stack"], b["out"], state, done)
+    if status == -1:
+        clear_marks(b["visited"], b["stack"], state[2])
+        raise ValueError(f"bitshuffle-LZ4 decompression failed (error {n_missing})")
+    if status == -2:  # the histogram model could not hold the large values: the frame is decoded, redo it whole
+        return (frame, *analyse_frame_radial(frame, constants=constants, workspace=ws, **opts))
+    if grown != 0 or n_seed > len(b["seeds"]):  # a buffer was too small: sweep and grow again, the frame is decoded
+        clear_marks(b["visited"], b["stack"], state[2])
+        n_missing, n_sat, n_comp = _sweep_and_grow(frame, constants, t, b, sent, sat if count_sat else None, mu,
+                                                   mu + snr_grow * sig, mu + snr_seed * sig, max_spot_size)
+    else:
+        clear_marks(b["visited"], b["stack"], state[2])
+        n_comp = int(state[1])
+    return (frame, *_results(frame, constants, t, b, sent, model_step, n_missing, n_sat if count_sat else 0, n_comp,
+                             min_spot_size, background, hit_min_spots))
+
+
+@numba.njit(cache=True)
+def bslz4_pass(fn, body, offs, block_elems, frame, ok, sentinel, bbin, bweight, use_weight, saturation, step, iterations,
+               snr_seed, snr_grow, max_spot_size, band_rows, hist, big_b, big_v, rsum, rmiss, bs, bc, bm, seeds,
+               mask_ptr, mask_cols, mask_sparse, visited, stack, out, state, done):
+    """Decode and analyse a band at a time (see :func:`analyse_bslz4_radial`). Returns (status,
+    masked or invalid pixels, saturated pixels, seed blocks, flood-fill status of
+    :func:`grow_spots`, μ, σ_e, background); status 0, −1 when a block does not decode (the
+    bitshuffle error code then in place of the pixel count), −2 when the model's large values
+    overflow. The frame is whole on every return but the first kind."""
+    ny, nx = frame.shape
+    nb = bbin.shape[0]
+    mu = np.zeros(1)
+    sig = np.zeros(1)
+    for j in range(0, ny, step):
+        err = decode_rows(fn, body, offs, frame, j, j + 1, block_elems, done)
+        if err < 0:
+            return -1, err, 0, 0, 0, mu, sig, 0.0
+    n_big, width = model_histogram(frame, ok, sentinel, bbin, step, hist, big_b, big_v)
+    if n_big < 0:
+        err = decode_rows(fn, body, offs, frame, 0, ny, block_elems, done)
+        return (-1 if err < 0 else -2), err, 0, 0, 0, mu, sig, 0.0
+    mu, sig, background = _histogram_model(hist, width, big_b, big_v, n_big, iterations, SIGMA_FLOOR,
+                                            float(MIN_MODEL_PIXELS))
     thr_lo = mu + snr_grow * sig
     thr_hi = mu + snr_seed * sig
-    sat, count_sat = _native_saturation(saturation_value, frame.dtype)
+    rsum[:] = 0.0
+    rmiss[:] = 0
+    n_missing = 0
+    n_sat = 0
+    n_seed = 0
+    grown = 0
+    state[:] = 0
+    band = max(1, band_rows // 2)  # block rows per band
+    for by0 in range(0, nb, band):
+        by1 = min(by0 + band, nb)
+        r1 = min(2 * by1, ny)
+        err = decode_rows(fn, body, offs, frame, 2 * by0, r1, block_elems, done)
+        if err < 0:
+            return -1, err, 0, 0, 0, mu, sig, 0.0
+        miss, sat, n_seed = block_pass(frame, ok, sentinel, bbin, bweight, use_weight, thr_hi, saturation, rsum, rmiss,
+                                       bs, bc, bm, seeds, n_seed, mask_ptr, mask_cols, mask_sparse, by0, by1)
+        n_missing += miss
+        n_sat += sat
+        if n_seed > seeds.shape[0]:
+            grown = -3  # seeds lost: the caller sweeps again with a larger list
+        if grown >= 0:
+            grown = grow_spots(frame, ok, sentinel, bbin, thr_lo, thr_hi, mu, seeds, n_seed, max_spot_size, visited,
+                               stack, out, state, r1)
+    return 0, n_missing, n_sat, n_seed, grown, mu, sig, background
+
+
+def _check(shape, constants, snr_seed, snr_grow, min_spot_size, max_spot_size, model_step, clip_iterations) -> int:
+    """Refuse inconsistent options; the model step to use."""
+    if tuple(shape) != constants.shape:
+        raise ValueError(f"frame shape {tuple(shape)} does not match series shape {constants.shape}")
+    if not snr_seed >= snr_grow:
+        raise ValueError(f"snr_seed ({snr_seed}) must be >= snr_grow ({snr_grow})")
+    if model_step is None:
+        model_step = auto_model_step(shape[0])
+    if model_step < 1 or clip_iterations < 0 or min_spot_size < 1 or max_spot_size < min_spot_size:
+        raise ValueError(f"need model_step >= 1, clip_iterations >= 0 and 1 <= min_spot_size <= max_spot_size "
+                         f"(got {model_step}, {clip_iterations}, {min_spot_size}, {max_spot_size})")
+    return int(model_step)
+
+
+def _sweep_and_grow(frame, constants, t, b, sent, saturation, mu, thr_lo, thr_hi, max_spot_size):
+    """Sweep and flood fill of a whole decoded frame, growing the buffers until they hold the
+    answer: (masked or invalid pixels, saturated pixels, components in ``b["out"]``)."""
     use_w = t.weight is not None
     bw = t.weight if use_w else np.zeros((1, 1))
+    ny = frame.shape[0]
     while True:
-        n_valid, n_sat, n_seed = block_pass(frame, constants.ok, sent, t.bin, bw, use_w, thr_hi,
-                                            sat if count_sat else None, b["rsum"],
-                                            b["rmiss"], b["bs"], b["bc"], b["bm"], b["seeds"], t.mask_ptr, t.mask_cols,
-                                            t.mask_sparse)
+        b["rsum"][:] = 0.0
+        b["rmiss"][:] = 0
+        n_missing, n_sat, n_seed = block_pass(frame, constants.ok, sent, t.bin, bw, use_w, thr_hi, saturation, b["rsum"],
+                                              b["rmiss"], b["bs"], b["bc"], b["bm"], b["seeds"], 0, t.mask_ptr,
+                                              t.mask_cols, t.mask_sparse, 0, (ny + 1) // 2)
         if n_seed <= len(b["seeds"]):
             break
         b["seeds"] = np.empty(2 * n_seed, np.int64)  # rare: more seed blocks than ever before
     while True:
-        n_comp = grow_spots(frame, constants.ok, sent, t.bin, thr_lo, thr_hi, mu, b["seeds"], n_seed,
-                            int(max_spot_size), b["visited"], b["stack"], b["out"])
-        if n_comp >= 0:
-            break
-        if n_comp == -1:
+        state = np.zeros(3, np.int64)
+        r = grow_spots(frame, constants.ok, sent, t.bin, thr_lo, thr_hi, mu, b["seeds"], n_seed, int(max_spot_size),
+                       b["visited"], b["stack"], b["out"], state, ny)
+        clear_marks(b["visited"], b["stack"], state[2])
+        if r == 0:
+            return n_missing, n_sat, int(state[1])
+        if r == -1:
             b["stack"] = np.empty((2, 2 * b["stack"].shape[1]), np.int32)
         else:
             b["out"] = np.zeros((2 * b["out"].shape[0], 6))
+
+
+def _results(frame, constants, t, b, sent, model_step, n_missing, n_sat, n_comp, min_spot_size, background,
+             hit_min_spots):
+    """Spot list, statistics and profile from the sweep and flood-fill results in ``b``."""
+    from .radial import RadialProfile
+    from .spots import SpotList
+    from .stats import finish_statistics
+
     o = b["out"][:n_comp]
     o = o[o[:, 0] >= min_spot_size]
     npx, s, sx, sy, sb, peak = (o[:, k] for k in range(6))
@@ -419,9 +603,9 @@ def analyse_frame_radial(frame: np.ndarray, *, constants: SeriesConstants, works
     rsum = b["rsum"].sum(axis=1)
     rcnt = t.pixels - b["rmiss"]
     _, _, n_rings, irun = ice_tables(constants)
-    band, nbr = ice_rows(frame, constants.ok, sent, int(model_step), irun, n_rings)
-    stats = finish_statistics(spots=spots, constants=constants, n_valid=int(n_valid), n_sat=int(n_sat) if count_sat else 0, band=band,
-                              nbr=nbr, sample=None, background=background, hit_min_spots=hit_min_spots)
+    band, nbr = ice_rows(frame, constants.ok, sent, model_step, irun, n_rings)
+    stats = finish_statistics(spots=spots, constants=constants, n_valid=frame.size - int(n_missing), n_sat=int(n_sat),
+                              band=band, nbr=nbr, sample=None, background=background, hit_min_spots=hit_min_spots)
     prof = RadialProfile(axis=constants.radial_axis, edges=constants.radial_edges, sums=rsum, n_pixels=rcnt)
     return spots, stats, prof
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import bitshuffle
@@ -23,6 +24,7 @@ import lz4.block
 import numpy as np
 
 __all__ = [
+    "Bslz4Frame",
     "DecodeError",
     "ENCODINGS",
     "decode",
@@ -35,6 +37,7 @@ __all__ = [
     "encode_lz4",
     "encode_lz4_framed",
     "encoding_dtype",
+    "prepare_bslz4",
 ]
 
 ENCODINGS: tuple[str, ...] = ("bs32-lz4<", "bs16-lz4<", "bs8-lz4<", "lz4<", "<", "raw")
@@ -89,40 +92,64 @@ def _header(mv: memoryview, nbytes: int) -> int:
     return block
 
 
-def decode_bslz4(buf: Any, dtype: Any, shape: Sequence[int], out: np.ndarray | None = None) -> np.ndarray:
-    """Decode a DECTRIS bitshuffle-LZ4 blob (12-byte header, then blocks) into ``shape`` of ``dtype``.
+@dataclass(frozen=True)
+class Bslz4Frame:
+    """A bitshuffle-LZ4 frame whose framing is checked and whose pixels are not decoded yet: the
+    live workers decode it a band of rows at a time inside the analysis
+    (:func:`mxcat.live.kernels.radial_spots.analyse_bslz4_radial`); :meth:`decode` decodes it whole."""
 
-    When ``out`` (same dtype and shape) is given the pixels are written there and ``out`` returned.
-    """
+    body: np.ndarray
+    """The bytes after the 12-byte header (uint8)."""
+    offsets: np.ndarray
+    """Byte offset in ``body`` of each block, and of the end of the last one."""
+    block_elems: int
+    dtype: np.dtype
+    shape: tuple[int, ...]
+
+    def stand_in(self) -> np.ndarray:
+        """A read-only array of the frame's shape and dtype that holds no pixels (all zero)."""
+        return np.broadcast_to(np.zeros((), self.dtype), self.shape)
+
+    def decode(self, out: np.ndarray | None = None) -> np.ndarray:
+        """The pixels (into ``out`` when given, of the same dtype and shape)."""
+        n = int(np.prod(self.shape, dtype=np.int64))
+        if n == 0:
+            return _into(np.zeros(0, self.dtype), out, self.shape)
+        try:
+            arr = bitshuffle.decompress_lz4(self.body, (n,), self.dtype, self.block_elems)
+        except Exception as err:  # the C extension raises RuntimeError/ValueError on a corrupt LZ4 block
+            raise DecodeError(f"bitshuffle-LZ4 decompression failed: {err}") from err
+        return _into(arr, out, self.shape)
+
+
+def prepare_bslz4(buf: Any, dtype: Any, shape: Sequence[int]) -> Bslz4Frame:
+    """Check the framing of a DECTRIS bitshuffle-LZ4 blob (12-byte header, then blocks) for
+    ``shape`` of ``dtype``, without decoding: every block length must lie inside the blob and the
+    bytes after the last block must be the verbatim ``n % 8`` elements."""
+    from mxcat.live.kernels.bslz4 import block_offsets
+
     dt, shp, nbytes = _expected(dtype, shape)
     mv = memoryview(buf).cast("B")
     block = _header(mv, nbytes)
     item = dt.itemsize
     if block % (8 * item):
         raise DecodeError(f"block size {block} bytes is not a multiple of 8 elements of {item} bytes")
-    n_full, rem = divmod(nbytes, block)
-    last = (rem // item) // 8 * 8 * item
-    n_blocks = n_full + (1 if last else 0)
-    pos, size, unpack = _HEADER.size, len(mv), _BLOCK_LEN.unpack_from
-    for i in range(n_blocks):
-        if pos + 4 > size:
-            raise DecodeError(f"truncated: block {i + 1} of {n_blocks} missing ({size} bytes)")
-        (n,) = unpack(mv, pos)
-        pos += 4
-        if n == 0 or n > size - pos:
-            raise DecodeError(f"block {i + 1} of {n_blocks} claims {n} bytes, {size - pos} left")
-        pos += n
-    if size - pos != rem - last:
-        raise DecodeError(f"{size - pos} bytes after the last block, expected {rem - last}")
-    if nbytes == 0:
-        return _into(np.zeros(0, dt), out, shp)
-    try:
-        arr = bitshuffle.decompress_lz4(
-            np.frombuffer(mv, np.uint8, offset=_HEADER.size), (nbytes // item,), dt, block // item
-        )
-    except Exception as err:  # the C extension raises RuntimeError/ValueError on a corrupt LZ4 block
-        raise DecodeError(f"bitshuffle-LZ4 decompression failed: {err}") from err
-    return _into(arr, out, shp)
+    body = np.frombuffer(mv, np.uint8, offset=_HEADER.size)
+    offsets, bad = block_offsets(body, nbytes // item, item, block // item)
+    n_blocks = len(offsets) - 1
+    if bad == n_blocks:
+        raise DecodeError(f"{len(body) - int(offsets[-1])} bytes after the last block, expected {(nbytes // item) % 8 * item}")
+    if bad >= 0:
+        raise DecodeError(f"block {bad + 1} of {n_blocks}: length missing, 0, or more than the {len(body)} bytes hold")
+    return Bslz4Frame(body=body, offsets=offsets, block_elems=block // item, dtype=dt, shape=shp)
+
+
+def decode_bslz4(buf: Any, dtype: Any, shape: Sequence[int], out: np.ndarray | None = None) -> np.ndarray:
+    """Decode a DECTRIS bitshuffle-LZ4 blob (12-byte header, then blocks) into ``shape`` of ``dtype``.
+
+    When ``out`` (same dtype and shape) is given the pixels are written there and ``out`` returned.
+    """
+    return prepare_bslz4(buf, dtype, shape).decode(out)
 
 
 def decode_lz4(buf: Any, dtype: Any, shape: Sequence[int], out: np.ndarray | None = None) -> np.ndarray:

@@ -29,7 +29,7 @@ import numpy as np
 import zmq
 
 from mxcat.live.frames import Frame, SeriesEnd, SeriesInfo
-from mxcat.live.sources.decode import DecodeError, decode, encoding_dtype
+from mxcat.live.sources.decode import DecodeError, decode, encoding_dtype, prepare_bslz4
 
 __all__ = ["Eiger1Decoder", "Eiger1Source", "Item", "MalformedMessage", "PullSource", "SeriesCounts"]
 
@@ -89,8 +89,10 @@ class DecoderBase:
 
     protocol = ""
 
-    def __init__(self, *, decode_pixels: bool = True) -> None:
+    def __init__(self, *, decode_pixels: bool = True, defer_bslz4: bool = False) -> None:
         self.decode_pixels = decode_pixels
+        self.defer_bslz4 = defer_bslz4
+        """Bitshuffle-LZ4 frames are checked but left encoded (:attr:`Frame.encoded`)."""
         self.current: SeriesCounts | None = None
         self.ended: set[str] = set()
         self.malformed: dict[str, int] = {}
@@ -335,9 +337,14 @@ class Eiger1Decoder(DecoderBase):
         if series is None:
             return
         data = np.empty(0, dt)
+        encoded = None
         if self.decode_pixels:
             try:
-                data = decode(encoding, parts[2], dt, shape)
+                if self.defer_bslz4 and encoding.startswith("bs") and encoding.endswith("-lz4<"):
+                    encoded = prepare_bslz4(parts[2], dt, shape)
+                    data = encoded.stand_in()
+                else:
+                    data = decode(encoding, parts[2], dt, shape)
             except DecodeError as err:
                 raise MalformedMessage("decode", f"series {sid} frame {number}: {err.reason}") from err
         if not series.frame(number):
@@ -349,7 +356,8 @@ class Eiger1Decoder(DecoderBase):
             extra.update({k: timing[k] for k in ("start_time", "stop_time", "real_time") if k in timing})
         except MalformedMessage as err:
             self._note("dconfig", f"series {sid}: {err.reason}; timing ignored")
-        out.append(Frame(series_id=sid, index=number + 1, data=data, received=time.monotonic(), extra=extra))
+        out.append(Frame(series_id=sid, index=number + 1, data=data, received=time.monotonic(), extra=extra,
+                         encoded=encoded))
 
 
 class PullSource:
@@ -374,11 +382,12 @@ class PullSource:
         stop_after_end: bool = False,
         rcvhwm: int = 1000,
         decode_pixels: bool = True,
+        defer_bslz4: bool = False,
     ) -> None:
         if decoder is None:
             if self.decoder_class is None:
                 raise TypeError("PullSource needs a decoder (or use Eiger1Source / Eiger2Source)")
-            decoder = self.decoder_class(decode_pixels=decode_pixels)
+            decoder = self.decoder_class(decode_pixels=decode_pixels, defer_bslz4=defer_bslz4)
         self.endpoint = endpoint
         self.decoder = decoder
         self.timeout = timeout

@@ -23,7 +23,14 @@ import cbor2
 import numpy as np
 
 from mxcat.live.frames import Frame, SeriesInfo
-from mxcat.live.sources.decode import DecodeError, decode_bslz4, decode_lz4_framed, decode_raw
+from mxcat.live.sources.decode import (
+    Bslz4Frame,
+    DecodeError,
+    decode_bslz4,
+    decode_lz4_framed,
+    decode_raw,
+    prepare_bslz4,
+)
 from mxcat.live.sources.eiger1 import DecoderBase, Item, MalformedMessage, PullSource
 
 __all__ = ["Compressed", "Eiger2Decoder", "Eiger2Source", "MultiDim", "TypedArray", "tag_hook", "to_array"]
@@ -104,6 +111,18 @@ def tag_hook(*args: Any) -> Any:
     elif (dt := typed_array_dtype(tag.tag)) is not None and isinstance(v, (bytes, bytearray, Compressed)):
         return TypedArray(dt, bytes(v) if isinstance(v, bytearray) else v)
     return tag
+
+
+def deferred_bslz4(obj: Any) -> Bslz4Frame | None:
+    """The checked, undecoded frame of a 2-D bitshuffle-LZ4 typed array (tag 40 around a compressed
+    typed array), or None for any other value (:func:`to_array` then decodes it); DecodeError on a
+    bad framing."""
+    if not (isinstance(obj, MultiDim) and isinstance(obj.array, TypedArray) and isinstance(obj.array.data, Compressed)
+            and obj.array.data.algorithm == "bslz4" and len(obj.shape) == 2):
+        return None
+    if obj.array.data.elem_size != obj.array.dtype.itemsize:
+        raise DecodeError(f"bslz4 element size {obj.array.data.elem_size} for {obj.array.dtype}")
+    return prepare_bslz4(obj.array.data.data, obj.array.dtype, obj.shape)
 
 
 def to_array(obj: Any, shape: tuple[int, ...] | None = None) -> np.ndarray:
@@ -279,9 +298,11 @@ class Eiger2Decoder(DecoderBase):
             if not isinstance(value, MultiDim) or len(value.shape) != 2:
                 raise MalformedMessage("data", f"channel {channel!r} is not a 2-D array (tag 40)")
             arr = np.empty(0)
+            encoded = None
             if self.decode_pixels:
                 try:
-                    arr = to_array(value)
+                    encoded = deferred_bslz4(value) if self.defer_bslz4 else None
+                    arr = encoded.stand_in() if encoded is not None else to_array(value)
                 except DecodeError as err:
                     raise MalformedMessage(
                         "decode", f"series {sid} image {number} channel {channel}: {err.reason}"
@@ -294,6 +315,7 @@ class Eiger2Decoder(DecoderBase):
                     channel=str(channel),
                     received=now,
                     extra={"image_id": number},
+                    encoded=encoded,
                 )
             )
         dtype = str(frames[0].data.dtype) if self.decode_pixels else ""
