@@ -3,16 +3,19 @@
 Run: ``taskset -c 0 python benchmarks/bench_live.py [--sizes 4M 16M] [--repeat 5] [--no-peers]``
 
 In one run: bslz4 decode alone (bitshuffle, the floor), analysis of the decoded frame alone, full
-analysis (what a live worker does with a received bslz4 frame: for ``radial`` decoding and
-analysing a band of rows at a time, ``analyse_bslz4_radial``, into the worker's reused frame
-buffer; for ``dispersion`` decoding, then ``analyse_frame``) and the ratio full/decode, beside it (dec,ana)/decode for decoding whole and then
-analysing (medians over rounds in which all take turns, so a drifting machine shifts them alike),
+analysis on one core from the received bslz4 bytes to the results (for ``radial`` decoding and
+analysing a band of rows at a time, ``analyse_bslz4_radial``, into a reused frame buffer, as the
+live workers do with the Eiger source option ``defer_bslz4``; for ``dispersion`` decoding, then
+``analyse_frame``) and the ratio full/decode, beside it (dec,ana)/decode for decoding whole into a
+new array and then analysing (the workers' default, where the decoding runs in the receiver
+thread); medians over rounds in which all take turns, so a drifting machine shifts them alike;
 on synthetic Eiger frames (``../shared/bench/synth.py``) and on the real corpus frame; when the
 peer environments exist (``$PEERS_DIR``, default ``<tmp>/mxcat-peers``, built by
 ``run_peers.sh``) OM peakfinder8 (normal, fast) and pyFAI ``integrate1d`` run in subprocesses on
-the same frames and the ratios mxcat/peer are printed. Detection: recall of true spots with peak SNR >= 10 (peak amplitude / sqrt(local
-background)) within 1.5 px, false spots on spot-free frames, and on the real frame mxcat's spot
-count beside peakfinder8's. Times are medians; quote ratios (shared machines drift). No asserts.
+the same frames and the ratios mxcat/peer are printed. Detection: recall of true spots with peak
+SNR >= 10 (peak amplitude / sqrt(local background)) within 1.5 px, false spots on spot-free
+frames, and on the real frame mxcat's spot count beside peakfinder8's. Times are medians; quote
+ratios (shared machines drift). No asserts.
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ def measure(name, img, consts, repeat, bitshuffle, method="radial"):
     def decode():
         return bitshuffle.decompress_lz4(comp, img.shape, img.dtype)
 
-    def engine():  # what a live worker does with a received frame
+    def engine():  # one core from the received bytes to the results
         if method == "radial":
             return analyse_bslz4_radial(prepare_bslz4(blob, img.dtype, img.shape), constants=consts, workspace=ws,
                                         out=ws.frame_buffer(img.shape, img.dtype))

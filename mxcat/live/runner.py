@@ -26,11 +26,17 @@ every worker has flushed, or ``end_timeout`` seconds after the end.
 **Overload policy.** Each worker has a receiver thread that drains its socket into a bounded queue
 (``queue_size`` frames); when analysis falls behind, the *oldest* queued frame is dropped and
 counted (headers and ends are never dropped). Memory per worker is therefore bounded by
-``queue_size`` frames plus the socket's receive high-water mark (``rcvhwm`` messages). Eiger
-bitshuffle-LZ4 frames wait in the queue compressed (their framing checked on receipt) and are
-decoded by the radial analysis a band of rows at a time, while each band is in cache
-(:func:`~mxcat.live.kernels.radial_spots.analyse_bslz4_radial`); a block that does not decode
-then counts as a failed frame of the worker rather than as a malformed message of the source.
+``queue_size`` frames plus the socket's receive high-water mark (``rcvhwm`` messages).
+
+**Decoding.** By default the receiver thread decodes each frame (bitshuffle's C decoder) while the
+analysis thread works on the previous one. With the Eiger source option ``defer_bslz4``
+(``source_options={"defer_bslz4": True}``) bitshuffle-LZ4 frames wait in the queue compressed
+(framing checked on receipt) and the radial analysis decodes them a band of rows at a time while
+each band is in cache (:func:`~mxcat.live.kernels.radial_spots.analyse_bslz4_radial`): the least
+CPU per frame, but the decoding no longer overlaps the analysis, and on a two-core machine shared
+with the sender the workers then fell behind at the start of a stream (see the project notes),
+so it is not the default; a block that does not decode then counts as a failed frame of the
+worker rather than as a malformed message of the source.
 
 **Hits for CrystFEL (optional).** With ``hits_endpoint``, each worker also pushes every *hit*
 frame (int32 pixels plus scalars, CrystFEL msgpack layout) to a :class:`~mxcat.live.hits_rep.HitServer`
@@ -355,10 +361,7 @@ def worker_main(wid: int, opts: WorkerOptions) -> None:
         if not welcomed:
             log.error("worker %d: no welcome from the collector; giving up", wid)
             return
-        src_opts = dict(opts.source_options)
-        if opts.protocol in ("eiger1", "eiger2"):  # bitshuffle-LZ4 frames wait encoded; analysis decodes them
-            src_opts.setdefault("defer_bslz4", True)
-        source = open_source(opts.protocol, opts.source, ctx, rcvhwm=opts.rcvhwm, **src_opts)
+        source = open_source(opts.protocol, opts.source, ctx, rcvhwm=opts.rcvhwm, **opts.source_options)
 
         def receive() -> None:
             try:

@@ -82,10 +82,10 @@ def _run(frames, *, workers, rate=None, **kw):
     return summary
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_every_frame_once_and_statistics(series, workers):
+@pytest.mark.parametrize(("workers", "defer"), [(1, False), (2, False), (2, True)])
+def test_every_frame_once_and_statistics(series, workers, defer):
     frames, truth = series
-    s = _run(frames, workers=workers, rate=200.0, queue_size=64)
+    s = _run(frames, workers=workers, rate=200.0, queue_size=64, source_options={"defer_bslz4": defer})
     assert all(c == 0 for c in s.worker_exitcodes)
     assert len(s.series) == 1
     ss = s.series[0]

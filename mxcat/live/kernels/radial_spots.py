@@ -34,19 +34,22 @@ ice-ring score has the definition of the DIALS-definition path (:mod:`.stats`: p
 the valid pixels in its band minus the mean of those in its neighbour bands, over max(1, their
 standard deviation)) with the pixel-exact bands of the series constants, taken on the model rows
 only: a contrast, not a significance, so 1/``model_step`` of the pixels estimates it well, and no
-block rounds a narrow ring into its neighbours. Validity as
-everywhere: detector mask, sentinel 2^n − 1, negative values, NaN and infinities.
+block rounds a narrow ring into its neighbours. Validity as everywhere: detector mask, sentinel
+2^n − 1, negative values, NaN and infinities.
 
 Cost: integer frames are read once on the model rows (per-bin histograms of the values below
 ``HIST`` plus a list of larger ones, from which every clipping iteration is computed exactly)
 and once in full (block sums, counts and maxima; the detector mask is applied by redoing only the
 blocks it touches); per block one add to the profile and one comparison of its maximum with the
 seed threshold of its bin (pixel counts come from per-bin totals minus the masked or invalid
-pixels, which are rare); only seed blocks are looked at pixel by pixel, by flood fill.
+pixels, which are rare); only seed blocks are looked at pixel by pixel, by flood fill. A frame
+still bitshuffle-LZ4 encoded (what Eiger detectors send) is decoded and analysed a band of rows at
+a time (:func:`analyse_bslz4_radial`), so that each pixel is read while the decoder's output is
+still in cache; decoding whole and then analysing reads the frame back from memory.
 ``tests/live/test_kernels_radial_spots.py`` states every definition again in plain NumPy/Python
-and compares. The per-series block tables live in :mod:`.blocks`, the
-background model in :mod:`.radial_model`; this module holds the sweep, the flood fill and the
-assembly of the results.
+and compares; ``tests/live/test_bslz4_bands.py`` checks the band path against decoding first. The
+per-series block tables live in :mod:`.blocks`, the background model in :mod:`.radial_model`;
+this module holds the sweep, the flood fill and the assembly of the results.
 """
 
 from __future__ import annotations

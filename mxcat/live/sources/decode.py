@@ -135,6 +135,7 @@ def prepare_bslz4(buf: Any, dtype: Any, shape: Sequence[int]) -> Bslz4Frame:
     if block % (8 * item):
         raise DecodeError(f"block size {block} bytes is not a multiple of 8 elements of {item} bytes")
     body = np.frombuffer(mv, np.uint8, offset=_HEADER.size)
+    body.flags.writeable = False  # one compiled type whatever the buffer (bytes, or writable ZeroMQ frames)
     offsets, bad = block_offsets(body, nbytes // item, item, block // item)
     n_blocks = len(offsets) - 1
     if bad == n_blocks:
