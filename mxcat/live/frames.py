@@ -53,8 +53,8 @@ class SeriesInfo:
 class Frame:
     """One detector image of a series.
 
-    A source asked to defer bitshuffle-LZ4 decoding (the live workers: the analysis decodes a
-    band at a time, in cache) leaves the checked but undecoded frame in ``encoded``
+    A source asked to defer bitshuffle-LZ4 decoding (option ``defer_bslz4``: the radial analysis
+    then decodes a band at a time, in cache) leaves the checked but undecoded frame in ``encoded``
     (:class:`~mxcat.live.sources.decode.Bslz4Frame`) and in ``data`` a read-only stand-in of the
     right shape and dtype holding no pixels; :meth:`pixels` decodes it."""
 

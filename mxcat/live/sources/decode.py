@@ -94,9 +94,10 @@ def _header(mv: memoryview, nbytes: int) -> int:
 
 @dataclass(frozen=True)
 class Bslz4Frame:
-    """A bitshuffle-LZ4 frame whose framing is checked and whose pixels are not decoded yet: the
-    live workers decode it a band of rows at a time inside the analysis
-    (:func:`mxcat.live.kernels.radial_spots.analyse_bslz4_radial`); :meth:`decode` decodes it whole."""
+    """A bitshuffle-LZ4 frame whose framing is checked and whose pixels are not decoded yet:
+    :func:`mxcat.live.kernels.radial_spots.analyse_bslz4_radial` decodes it a band of rows at a
+    time inside the analysis (live workers with the Eiger source option ``defer_bslz4``);
+    :meth:`decode` decodes it whole."""
 
     body: np.ndarray
     """The bytes after the 12-byte header (uint8)."""
