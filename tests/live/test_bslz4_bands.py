@@ -66,6 +66,15 @@ def test_decode_rows_in_any_order_and_the_verbatim_tail():
             assert decode_rows(DECOMPRESS, body, offs, out, r, r + 1, block, done) == 0
         np.testing.assert_array_equal(out, img)
         assert done.all()
+    # a row wholly in the verbatim tail (9x7 = 63 elements: 7 blocks of 8, 7 verbatim), asked for first
+    img = rng.integers(1, 5000, (9, 7)).astype(np.uint32)
+    body = np.frombuffer(encode_bslz4(img, 32)[12:], np.uint8)
+    offs, bad = block_offsets(body, img.size, img.itemsize, 8)
+    assert bad == -1 and len(offs) == 8
+    out = np.zeros_like(img)
+    done = np.zeros(len(offs) - 1, np.bool_)
+    assert decode_rows(DECOMPRESS, body, offs, out, 8, 9, 8, done) == 0
+    np.testing.assert_array_equal(out[8], img[8])
 
 
 def test_a_component_taller_than_the_bands_waits_for_its_rows():
@@ -171,3 +180,26 @@ def test_flood_fill_waits_for_rows_not_yet_decoded():
     assert rs.grow_spots(full, c.ok, sent, t.bin, lo, hi, mu, b["seeds"], n_seed, 1000, b["visited"], b["stack"],
                          b["out"], at_once, 40) == 0
     np.testing.assert_array_equal(resumed, b["out"][:at_once[1]])
+
+
+def test_tail_rows_are_model_rows_and_big_endian_frames():
+    """A model row in the verbatim tail is decoded before the model reads it (the reused buffer
+    holds another frame); a big-endian frame (Stream V2 typed-array tags) is analysed natively."""
+    c = constants((9, 7), geometry=False)  # 63 elements in blocks of 8: row 8 is the verbatim tail
+    img = np.random.default_rng(4).poisson(2.0, (9, 7)).astype(np.uint16)
+    ws = rs.RadialWorkspace()
+    out = ws.frame_buffer(img.shape, img.dtype)
+    out[:] = 1000
+    ref = rs.analyse_frame_radial(img, constants=c, model_step=8)
+    enc = prepare_bslz4(encode_bslz4(img, 16), img.dtype, img.shape)
+    frame, *got = rs.analyse_bslz4_radial(enc, constants=c, workspace=ws, out=out, model_step=8)
+    assert frame is out and got[1].background == ref[1].background
+    np.testing.assert_array_equal(got[2].sums, ref[2].sums)
+    shape = (30, 34)
+    big = make_frame(shape, np.uint16, 3).astype(">u2")
+    c = constants(shape, geometry=True)
+    enc = prepare_bslz4(encode_bslz4(big), big.dtype, shape)
+    frame, spots, _, prof = rs.analyse_bslz4_radial(enc, constants=c)
+    ref = rs.analyse_frame_radial(big.astype("<u2"), constants=c)
+    np.testing.assert_array_equal(spots.x, ref[0].x)
+    np.testing.assert_array_equal(prof.sums, ref[2].sums)

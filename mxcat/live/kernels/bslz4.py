@@ -105,8 +105,9 @@ def decode_rows(fn, body, offs, frame, r0, r1, block_elems, done):
     """Decode the blocks holding rows ``r0``..``r1``−1 of ``frame`` (C order, at least one block)
     not yet ``done``; rows in the verbatim tail come with the last block."""
     nx = frame.shape[1]
+    nb = offs.shape[0] - 1
     if r1 <= r0:
         return 0
-    k0 = (r0 * nx) // block_elems
-    k1 = min((r1 * nx - 1) // block_elems + 1, offs.shape[0] - 1)
+    k0 = min((r0 * nx) // block_elems, nb - 1)  # rows wholly in the verbatim tail: the last block brings them
+    k1 = min((r1 * nx - 1) // block_elems + 1, nb)
     return decode_blocks(fn, body, offs, frame.reshape(frame.size), k0, k1, block_elems, done)

@@ -381,6 +381,7 @@ class RadialWorkspace:
     def __init__(self) -> None:
         self._key = None
         self.b: dict = {}
+        self._frame: np.ndarray | None = None
 
     def get(self, shape: tuple[int, int], n_bins: int, dtype: np.dtype) -> dict:
         key = (shape, n_bins, np.dtype(dtype))
@@ -397,9 +398,9 @@ class RadialWorkspace:
     def frame_buffer(self, shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
         """A frame-sized array kept for decoding into, frame after frame (its pages are mapped once,
         not faulted in again for every frame: ~10 % of a 4M/16M decode)."""
-        a = self.b.get("frame")
+        a = self._frame
         if a is None or a.shape != tuple(shape) or a.dtype != np.dtype(dtype):
-            a = self.b["frame"] = np.empty(shape, dtype)
+            a = self._frame = np.empty(shape, dtype)
         return a
 
 
@@ -452,6 +453,8 @@ def analyse_bslz4_radial(encoded, *, constants: SeriesConstants, workspace: Radi
                 hit_min_spots=hit_min_spots, sentinel=sentinel)
     if not np.issubdtype(dtype, np.integer) or not dtype.isnative or len(encoded.offsets) < 2 or len(shape) != 2:
         frame = encoded.decode()
+        if not frame.dtype.isnative:  # big-endian typed arrays (Stream V2 tags): the kernels read native numbers
+            frame = frame.astype(frame.dtype.newbyteorder("="))
         return (frame, *analyse_frame_radial(frame, constants=constants, workspace=workspace, **opts))
     ws = workspace if workspace is not None else RadialWorkspace()
     t = BlockTables.of(constants)
