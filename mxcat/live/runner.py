@@ -33,10 +33,12 @@ analysis thread works on the previous one. With the Eiger source option ``defer_
 (``source_options={"defer_bslz4": True}``) bitshuffle-LZ4 frames wait in the queue compressed
 (framing checked on receipt) and the radial analysis decodes them a band of rows at a time while
 each band is in cache (:func:`~mxcat.live.kernels.radial_spots.analyse_bslz4_radial`): the least
-CPU per frame, but the decoding no longer overlaps the analysis, and on a two-core machine shared
-with the sender the workers then fell behind at the start of a stream (see the project notes),
-so it is not the default; a block that does not decode then counts as a failed frame of the
-worker rather than as a malformed message of the source.
+CPU per frame while the analysis keeps up. It is not the default: under overload a deferring
+receiver drains the socket at the sender's rate, and the frames the queue then drops still cost
+their receiving on the workers' cores, where decoding on receipt lets the socket's high-water
+mark hold the sender back (measured: ``benchmarks/bench_stream.py``, see the project notes). A
+block that does not decode counts as a failed frame of the worker rather than as a malformed
+message of the source.
 
 **Hits for CrystFEL (optional).** With ``hits_endpoint``, each worker also pushes every *hit*
 frame (int32 pixels plus scalars, CrystFEL msgpack layout) to a :class:`~mxcat.live.hits_rep.HitServer`
