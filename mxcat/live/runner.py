@@ -219,8 +219,9 @@ def open_source(protocol: str, endpoint: str, ctx: zmq.Context, *, rcvhwm: int =
     raise ValueError(f"unknown protocol {protocol!r} (known: {', '.join(PROTOCOLS)})")
 
 
-def _warm_up() -> None:
-    """Compile (or load from cache) the numba kernels before the first frame arrives."""
+def _warm_up(bands: bool = False) -> None:
+    """Compile (or load from cache) the numba kernels before the first frame arrives; with
+    ``bands`` also the band-wise bslz4 analysis (workers whose source defers decoding)."""
     from mxcat.live.kernels import METHODS, SeriesConstants, analyse_frame, spot_separations
     from mxcat.live.kernels.radial_spots import analyse_bslz4_radial
     from mxcat.live.sources.decode import encode_bslz4, prepare_bslz4
@@ -234,9 +235,10 @@ def _warm_up() -> None:
             for method in METHODS:
                 for saturation in (1000, None):  # a series without a saturation value compiles its own sweep
                     analyse_frame(img, constants=c, method=method, saturation_value=saturation)
-            enc = prepare_bslz4(encode_bslz4(img, 64), dtype, img.shape)  # Eiger frames: decoded in bands
-            for saturation in (1000, None):
-                analyse_bslz4_radial(enc, constants=c, saturation_value=saturation)
+            if bands:
+                enc = prepare_bslz4(encode_bslz4(img, 64), dtype, img.shape)
+                for saturation in (1000, None):
+                    analyse_bslz4_radial(enc, constants=c, saturation_value=saturation)
     spot_separations(x=np.array([1.0, 5.0]), y=np.array([1.0, 5.0]), area_px=256.0)
     # the resolution estimators run only on frames with more than 10 spots: compile them here too
     from mxcat.live.kernels.resolution import distl_method_1, distl_method_2, estimate_d_min
@@ -325,7 +327,7 @@ def worker_main(wid: int, opts: WorkerOptions) -> None:
     logging.basicConfig(level=logging.WARNING)
     from mxcat.live.kernels import SeriesConstants
 
-    _warm_up()
+    _warm_up(bands=bool(opts.source_options.get("defer_bslz4")))
     ctx = zmq.Context()
     ctx.setsockopt(zmq.RECONNECT_IVL, 20)  # a detector that binds late is joined quickly by every worker
     push = ctx.socket(zmq.PUSH)

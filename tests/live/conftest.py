@@ -13,4 +13,4 @@ def warm_kernels() -> None:
     the cache on disk is filled and the workers only load it."""
     from mxcat.live.runner import _warm_up
 
-    _warm_up()
+    _warm_up(bands=True)

@@ -203,3 +203,18 @@ def test_tail_rows_are_model_rows_and_big_endian_frames():
     ref = rs.analyse_frame_radial(big.astype("<u2"), constants=c)
     np.testing.assert_array_equal(spots.x, ref[0].x)
     np.testing.assert_array_equal(prof.sums, ref[2].sums)
+
+
+def test_a_wrong_output_buffer_is_refused_and_the_kept_one_survives_a_new_series():
+    shape = (30, 34)
+    img = make_frame(shape, np.uint16, 3)
+    c = constants(shape, geometry=True)
+    enc = prepare_bslz4(encode_bslz4(img), img.dtype, shape)
+    for bad in (np.empty((30, 35), np.uint16), np.empty(shape, np.uint32), np.empty((34, 30), np.uint16).T):
+        with pytest.raises(ValueError, match="out is"):
+            rs.analyse_bslz4_radial(enc, constants=c, out=bad)
+    ws = rs.RadialWorkspace()
+    kept = ws.frame_buffer(shape, img.dtype)
+    ws.get((8, 8), 4, np.dtype(np.uint32))  # another series re-keys the workspace's buffers
+    assert ws.frame_buffer(shape, img.dtype) is kept
+    assert ws.frame_buffer((8, 8), img.dtype) is not kept

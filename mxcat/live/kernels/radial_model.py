@@ -151,6 +151,16 @@ def _model_kernel(s, floor, min_n):
     return m, sig
 
 
+def model_buffers(ws: dict, n_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The histogram model's buffers in workspace ``ws`` (made on first use): lane histograms
+    (kept all zero between frames: the kernels clear what they used) and the list of large values."""
+    if "hist" not in ws:
+        ws["hist"] = np.zeros((4, n_bins, HIST), np.int32)
+    if "big_b" not in ws:
+        ws["big_b"], ws["big_v"] = np.empty(1 << 17, np.int32), np.empty(1 << 17, np.float64)
+    return ws["hist"], ws["big_b"], ws["big_v"]
+
+
 def background_model(img, ok, sentinel, tables: BlockTables, *, step: int, iterations: int, ws: dict | None = None):
     """(μ, σ_e) per bin after iterative clipping, and the median of the model pixels (the frame's
     ``background``; see module docstring). Integer frames are read once (histograms of small
@@ -160,11 +170,7 @@ def background_model(img, ok, sentinel, tables: BlockTables, *, step: int, itera
     ws = {} if ws is None else ws
     clip = np.full(nb, np.inf)
     if np.issubdtype(img.dtype, np.integer):
-        if "hist" not in ws:  # kept all zero between frames: the kernels clear what they used
-            ws["hist"] = np.zeros((4, nb, HIST), np.int32)
-        if "big_b" not in ws:
-            ws["big_b"], ws["big_v"] = np.empty(1 << 17, np.int32), np.empty(1 << 17, np.float64)
-        hist, big_b, big_v = ws["hist"], ws["big_b"], ws["big_v"]
+        hist, big_b, big_v = model_buffers(ws, nb)
         n_big, width = model_histogram(img, ok, sentinel, tables.bin, step, hist, big_b, big_v)
         if n_big >= 0:
             return _histogram_model(hist, width, big_b, big_v, n_big, iterations, SIGMA_FLOOR,

@@ -58,7 +58,7 @@ import numba
 import numpy as np
 
 from .blocks import BlockTables, _valid
-from .bslz4 import decode_rows
+from .bslz4 import DECOMPRESS, decode_rows
 from .fused import _tables as ice_tables
 from .geometry import SeriesConstants, sentinel_for, zero_of
 from .radial_model import (
@@ -67,6 +67,7 @@ from .radial_model import (
     SIGMA_FLOOR,
     _histogram_model,
     background_model,
+    model_buffers,
     model_histogram,
 )
 
@@ -123,15 +124,14 @@ def _block_row(r0, r1, o0, o1, two, sentinel, saturation, bs, bc, bm):
 
 
 @numba.njit(cache=True)
-def _block_end(r0, r1, o0, o1, two, sentinel, saturation, bs, bc, bm):
-    """The last block of a row whose width is not a multiple of 4 (as :func:`_block_row`)."""
-    nx = r0.shape[0]
-    bx = nx >> 2
-    s = zero_of(bs[0])
+def _block_scalar(r0, r1, o0, o1, two, sentinel, saturation, i0, i1, zs):
+    """Valid sum (starting from ``zs``), count, maximum and saturated count of columns i0..i1−1 of
+    rows r0 (and r1 when ``two``), the detector mask read unless ``o0``/``o1`` are None; plain loops."""
+    s = zs
     n = 0
     m = zero_of(r0[0])
     n_sat = 0
-    for i in range(4 * bx, nx):
+    for i in range(i0, i1):
         for k in range(2 if two else 1):
             v = r0[i] if k == 0 else r1[i]
             if _good(v, sentinel) and (_unmasked(o0, i) if k == 0 else _unmasked(o1, i)):
@@ -140,9 +140,15 @@ def _block_end(r0, r1, o0, o1, two, sentinel, saturation, bs, bc, bm):
                 m = max(m, v)
                 if saturation is not None and v >= saturation:
                     n_sat += 1
-    bs[bx] = s
-    bc[bx] = n
-    bm[bx] = m
+    return s, n, m, n_sat
+
+
+@numba.njit(cache=True)
+def _block_end(r0, r1, o0, o1, two, sentinel, saturation, bs, bc, bm):
+    """The last block of a row whose width is not a multiple of 4 (as :func:`_block_row`)."""
+    nx = r0.shape[0]
+    bx = nx >> 2
+    bs[bx], bc[bx], bm[bx], n_sat = _block_scalar(r0, r1, o0, o1, two, sentinel, saturation, 4 * bx, nx, zero_of(bs[0]))
     return n_sat
 
 
@@ -150,30 +156,11 @@ def _block_end(r0, r1, o0, o1, two, sentinel, saturation, bs, bc, bm):
 def _block_fix(r0, r1, o0, o1, two, sentinel, saturation, bs, bc, bm, bx):
     """Redo block ``bx`` with the detector mask after a mask-free :func:`_block_row`; returns the
     change of the saturated count."""
-    nx = r0.shape[0]
-    zero = zero_of(r0[0])
+    i0 = 4 * bx
+    i1 = min(i0 + 4, r0.shape[0])
     zs = zero_of(bs[0])
-    s = zs
-    n = 0
-    m = zero
-    d_sat = 0
-    for i in range(4 * bx, min(4 * bx + 4, nx)):
-        for k in range(2 if two else 1):
-            v = r0[i] if k == 0 else r1[i]
-            okp = o0[i] if k == 0 else o1[i]
-            if _good(v, sentinel):
-                if saturation is not None and v >= saturation:
-                    d_sat -= 1
-                if okp != 0:
-                    s += v
-                    n += 1
-                    m = max(m, v)
-                    if saturation is not None and v >= saturation:
-                        d_sat += 1
-    bs[bx] = s
-    bc[bx] = n
-    bm[bx] = m
-    return d_sat
+    bs[bx], bc[bx], bm[bx], n_sat = _block_scalar(r0, r1, o0, o1, two, sentinel, saturation, i0, i1, zs)
+    return n_sat - _block_scalar(r0, r1, None, None, two, sentinel, saturation, i0, i1, zs)[3]
 
 
 @numba.njit(cache=True)
@@ -442,8 +429,6 @@ def analyse_bslz4_radial(encoded, *, constants: SeriesConstants, workspace: Radi
     ``(frame, SpotList, FrameStats, RadialProfile)``, the same answer as decoding first; a frame
     the band path does not serve (not integer, no whole block, more large model values than the
     histogram lists hold) is decoded whole and analysed as such. A corrupt block raises ValueError."""
-    from .bslz4 import DECOMPRESS
-
     dtype = np.dtype(encoded.dtype)
     shape = tuple(encoded.shape)
     model_step = _check(shape, constants, snr_seed, snr_grow, min_spot_size, max_spot_size, model_step,
@@ -459,9 +444,7 @@ def analyse_bslz4_radial(encoded, *, constants: SeriesConstants, workspace: Radi
     ws = workspace if workspace is not None else RadialWorkspace()
     t = BlockTables.of(constants)
     b = ws.get(shape, t.n_bins, dtype)
-    if "hist" not in b:
-        b["hist"] = np.zeros((4, t.n_bins, HIST), np.int32)
-        b["big_b"], b["big_v"] = np.empty(1 << 17, np.int32), np.empty(1 << 17, np.float64)
+    hist, big_b, big_v = model_buffers(b, t.n_bins)
     if out is None:
         frame = np.empty(shape, dtype)
     elif out.shape != shape or out.dtype != dtype or not out.flags.c_contiguous or not out.flags.writeable:
@@ -476,21 +459,18 @@ def analyse_bslz4_radial(encoded, *, constants: SeriesConstants, workspace: Radi
     status, n_missing, n_sat, n_seed, grown, mu, sig, background = bslz4_pass(
         DECOMPRESS, encoded.body, encoded.offsets, int(encoded.block_elems), frame, constants.ok, sent, t.bin,
         t.weight if use_w else np.zeros((1, 1)), use_w, sat if count_sat else None, model_step, int(clip_iterations),
-        float(snr_seed), float(snr_grow), int(max_spot_size), BAND_ROWS, b["hist"], b["big_b"], b["big_v"], b["rsum"],
+        float(snr_seed), float(snr_grow), int(max_spot_size), BAND_ROWS, hist, big_b, big_v, b["rsum"],
         b["rmiss"], b["bs"], b["bc"], b["bm"], b["seeds"], t.mask_ptr, t.mask_cols, t.mask_sparse, b["visited"],
         b["stack"], b["out"], state, done)
+    clear_marks(b["visited"], b["stack"], state[2])  # the components are in b["out"] (state[1] of them)
     if status == -1:
-        clear_marks(b["visited"], b["stack"], state[2])
         raise ValueError(f"bitshuffle-LZ4 decompression failed (error {n_missing})")
     if status == -2:  # the histogram model could not hold the large values: the frame is decoded, redo it whole
         return (frame, *analyse_frame_radial(frame, constants=constants, workspace=ws, **opts))
+    n_comp = int(state[1])
     if grown != 0 or n_seed > len(b["seeds"]):  # a buffer was too small: sweep and grow again, the frame is decoded
-        clear_marks(b["visited"], b["stack"], state[2])
         n_missing, n_sat, n_comp = _sweep_and_grow(frame, constants, t, b, sent, sat if count_sat else None, mu,
                                                    mu + snr_grow * sig, mu + snr_seed * sig, max_spot_size)
-    else:
-        clear_marks(b["visited"], b["stack"], state[2])
-        n_comp = int(state[1])
     return (frame, *_results(frame, constants, t, b, sent, model_step, n_missing, n_sat if count_sat else 0, n_comp,
                              min_spot_size, background, hit_min_spots))
 
