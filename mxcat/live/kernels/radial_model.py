@@ -83,21 +83,23 @@ def model_histogram(img, ok, sentinel, bbin, step, hist, big_b, big_v):
 def histogram_moments(h, width, big_b, big_v, n_big, clip, out):
     """Count, sum and sum of squares per bin of the model values <= ``clip[bin]`` from the
     histograms ``h`` (n_bins, ≥ ``width``; zero from ``width`` on) and the listed larger values;
-    into ``out`` (n_bins, 3). Counts times values are whole numbers below 2^53: every sum is exact."""
+    into ``out`` (n_bins, 3). The histogram sums are taken in integers (counts below 2^31 times
+    values below HIST²: no overflow), so they are exact and the loop vectorises."""
     nb = h.shape[0]
     for b in range(nb):
-        c = 0.0
-        s1 = 0.0
-        s2 = 0.0
         top = min(width - 1, int(np.floor(clip[b]))) if clip[b] < width else width - 1
+        c = 0
+        s1 = 0
+        s2 = 0
+        hb = h[b]
         for v in range(top + 1):
-            n = float(h[b, v])
+            n = np.int64(hb[v])
             c += n
             s1 += n * v
-            s2 += n * v * v
-        out[b, 0] = c
-        out[b, 1] = s1
-        out[b, 2] = s2
+            s2 += n * (v * v)
+        out[b, 0] = float(c)
+        out[b, 1] = float(s1)
+        out[b, 2] = float(s2)
     for k in range(n_big):
         b = big_b[k]
         f = big_v[k]
@@ -210,14 +212,15 @@ def _histogram_model(hist, width, big_b, big_v, n_big, iterations, floor, min_n)
     lanes, nb, _ = hist.shape
     h = hist[0]
     counts = np.zeros(max(width, 1), np.int64)  # over all bins, for the median
-    for b in range(nb):
+    for b in range(nb):  # contiguous inner loops over the values: they vectorise
+        hb = h[b]
+        for lane in range(1, lanes):
+            hl = hist[lane, b]
+            for v in range(width):
+                hb[v] += hl[v]
+                hl[v] = 0
         for v in range(width):
-            n = h[b, v]
-            for lane in range(1, lanes):
-                n += hist[lane, b, v]
-                hist[lane, b, v] = 0
-            h[b, v] = n
-            counts[v] += n
+            counts[v] += hb[v]
     clip = np.full(nb, np.inf)
     mom = np.zeros((nb, 3))
     mu, sig = clip, clip  # typed here; the loop runs at least once
