@@ -303,6 +303,27 @@ def test_big_endian_frames_give_the_native_answer():
         np.testing.assert_array_equal(a[2].sums, b[2].sums)
 
 
+def test_strided_and_fortran_frames_give_the_answer_of_their_copy():
+    shape = (30, 34)
+    c = constants(shape, geometry=True)
+    wide = make_frame((30, 68), np.uint32, 4)
+    for view in (wide[:, ::2], np.asfortranarray(wide[:, :34])):
+        assert not view.flags.c_contiguous
+        for method in ("radial", "dispersion"):
+            a = analyse_frame(view, constants=c, method=method)
+            b = analyse_frame(np.ascontiguousarray(view), constants=c, method=method)
+            assert a[0].n >= 1
+            np.testing.assert_array_equal(a[0].x, b[0].x)
+            np.testing.assert_array_equal(a[2].sums, b[2].sums)
+    mask = np.zeros(shape, np.uint8)
+    mask[:, 5] = 1
+    cf = constants(shape, geometry=True, mask=np.asfortranarray(mask))
+    assert cf.ok.flags.c_contiguous
+    a = analyse_frame(wide[:, :34], constants=cf)
+    b = analyse_frame(wide[:, :34], constants=constants(shape, geometry=True, mask=mask))
+    np.testing.assert_array_equal(a[0].x, b[0].x)
+
+
 @pytest.mark.parametrize("bad", [dict(model_step=0), dict(model_step=-1), dict(clip_iterations=-1),
                                  dict(min_spot_size=0), dict(min_spot_size=5, max_spot_size=4)])
 def test_bad_options_are_refused(bad):

@@ -235,4 +235,4 @@ def _ok_from_mask(mask: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray
     m = np.asarray(mask)
     if m.shape != shape:
         raise ValueError(f"mask shape {m.shape} does not match frame shape {shape}")
-    return (m == 0).astype(np.uint8)
+    return np.ascontiguousarray(m == 0, dtype=np.uint8)  # C order whatever the mask's: kernels read flat rows

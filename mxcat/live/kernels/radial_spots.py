@@ -429,6 +429,7 @@ def analyse_frame_radial(frame: np.ndarray, *, constants: SeriesConstants, works
     (definitions in the module docstring)."""
     model_step = _check(frame.shape, constants, snr_seed, snr_grow, min_spot_size, max_spot_size, model_step,
                         clip_iterations)
+    frame = np.ascontiguousarray(frame)  # the flood fill reads it as flat rows (a copy only for strided views)
     ws = workspace if workspace is not None else RadialWorkspace()
     t = BlockTables.of(constants)
     b = ws.get(frame.shape, t.n_bins, frame.dtype)
