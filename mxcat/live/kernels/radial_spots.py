@@ -286,8 +286,7 @@ def grow_spots(img, ok, sentinel, bbin, thr_lo, thr_hi, mu, seeds, n_seed, max_s
         b = bbin[by, bx]
         for j in range(2 * by, min(2 * by + 2, ny)):
             for i in range(4 * bx, min(4 * bx + 4, nx)):
-                v = img[j, i]
-                if full or visited[j, i] != 0 or not _valid(v, ok[j, i], sentinel) or not float(v) > thr_hi[b]:
+                if full or not _strong(visited[j, i], img[j, i], ok[j, i], thr_hi[b], sentinel):
                     continue
                 if n_marked + 9 > cap:
                     full = True
@@ -309,33 +308,20 @@ def grow_spots(img, ok, sentinel, bbin, thr_lo, thr_hi, mu, seeds, n_seed, max_s
                     if pj + 1 >= row_limit and pj + 1 < ny:  # the next row is not there yet: undo, wait
                         waiting = True
                         break
-                    if pj >= 1 and pj + 1 < ny and pi >= 1 and pi + 1 < nx:
-                        # inside the frame: all 9 pixels tested without branches (flat, unsigned
-                        # indices: no wraparound code; the pixel itself is marked, so never taken)
-                        for jj in range(pj - 1, pj + 2):
-                            rp = jj * nx
-                            rb = (jj >> 1) * nbx
-                            for ii in range(pi - 1, pi + 2):
-                                u = np.uintp(rp + ii)
-                                vis = visf[u]
-                                take = _strong(vis, imgf[u], okf[u], thr_ext[np.uintp(binf[np.uintp(rb + (ii >> 2))] + 1)],
-                                               sentinel)
-                                visf[u] = vis | np.uint8(take)
-                                stack[0, np.uintp(top)] = jj
-                                stack[1, np.uintp(top)] = ii
-                                top += np.int64(take)
-                    else:
-                        for jj in range(max(pj - 1, 0), min(pj + 2, ny)):
-                            for ii in range(max(pi - 1, 0), min(pi + 2, nx)):
-                                if visited[jj, ii] != 0:
-                                    continue
-                                w = img[jj, ii]
-                                bb = bbin[jj >> 1, ii >> 2]
-                                if bb >= 0 and _valid(w, ok[jj, ii], sentinel) and float(w) > thr_lo[bb]:
-                                    visited[jj, ii] = 1
-                                    stack[0, top] = jj
-                                    stack[1, top] = ii
-                                    top += 1
+                    # the 3x3 pixels around it, tested without branches (flat, unsigned indices: no
+                    # wraparound code; the pixel itself is marked, so never taken)
+                    for jj in range(max(pj - 1, 0), min(pj + 2, ny)):
+                        rp = jj * nx
+                        rb = (jj >> 1) * nbx
+                        for ii in range(max(pi - 1, 0), min(pi + 2, nx)):
+                            u = np.uintp(rp + ii)
+                            vis = visf[u]
+                            take = _strong(vis, imgf[u], okf[u], thr_ext[np.uintp(binf[np.uintp(rb + (ii >> 2))] + 1)],
+                                           sentinel)
+                            visf[u] = vis | np.uint8(take)
+                            stack[0, np.uintp(top)] = jj
+                            stack[1, np.uintp(top)] = ii
+                            top += np.int64(take)
                 if waiting:
                     for t in range(start, top):
                         visited[stack[0, t], stack[1, t]] = 0
