@@ -91,21 +91,23 @@ def test_a_component_taller_than_the_bands_waits_for_its_rows():
 
 
 def test_small_buffers_and_large_values_take_the_whole_frame_path():
-    shape = (64, 70)
+    shape = (64, 150)
     img = make_frame(shape, np.uint32, 9, n_spots=12, sentinel_rows=False)
+    img[50, 10:140] += 900  # wider than the bit window: grown block by block, on the stack
     c = constants(shape, geometry=True)
     ws = rs.RadialWorkspace()
     b = ws.get(shape, rs.BlockTables.of(c).n_bins, img.dtype)
     b["seeds"] = np.empty(1, np.int64)
-    b["stack"] = np.empty((2, 10), np.int32)
+    b["stack"] = np.empty((5, 10), np.int32)
     b["out"] = np.zeros((1, 6))
-    same(img, c, ws=ws)  # b is ws.b: the buffers were replaced by larger ones
+    got = same(img, c, ws=ws)  # b is ws.b: the buffers were replaced by larger ones
     assert len(b["seeds"]) > 1 and b["stack"].shape[1] > 10 and b["out"].shape[0] > 1
-    assert not ws.b["visited"].any()
+    assert (got[0].n_pixels >= 130).sum() == 1
+    assert not ws.b["win"].any()
     big = img + 1000  # every model value above the histogram: listed, then too many for a tiny list
     ws.b["big_b"], ws.b["big_v"] = np.empty(4, np.int32), np.empty(4)
     same(big, c, ws=ws)
-    assert not ws.b["visited"].any() and not ws.b["hist"].any()
+    assert not ws.b["win"].any() and not ws.b["hist"].any()
 
 
 def test_float_frames_are_decoded_whole():
@@ -129,8 +131,10 @@ def test_a_corrupt_block_raises_and_leaves_the_workspace_clean():
         rs.analyse_bslz4_radial(bad, constants=c, workspace=ws)
     with pytest.raises(DecodeError):
         bad.decode()
-    assert not ws.b["visited"].any()
-    rs.analyse_bslz4_radial(enc, constants=c, workspace=ws)  # the workspace still serves
+    assert not ws.b["win"].any()
+    got = rs.analyse_bslz4_radial(enc, constants=c, workspace=ws)  # the workspace still serves
+    fresh = rs.analyse_frame_radial(img, constants=c)
+    np.testing.assert_array_equal(got[1].x, fresh[0].x)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -147,9 +151,10 @@ def test_fuzz_bands_equal_decoding_first(ny, nx, band, seed, block, geometry):
     same(img, constants((ny, nx), geometry=geometry), block_bytes=block * 2, band_rows=band)
 
 
-def test_flood_fill_waits_for_rows_not_yet_decoded():
-    """The resumable flood fill reads no row at or below ``row_limit``: a component reaching it is
-    undone and taken up again, whole, once the rows are there."""
+@pytest.mark.parametrize("window", [True, False])
+def test_component_search_waits_for_rows_not_yet_decoded(window):
+    """The resumable component search reads no row at or below ``row_limit``: a component reaching it is
+    left untaken and taken up again, whole, once the rows are there (bit window and block walk)."""
     shape = (40, 64)
     full = np.random.default_rng(3).poisson(2.0, shape).astype(np.uint32)
     full[2:31, 5] = 500
@@ -165,20 +170,24 @@ def test_flood_fill_waits_for_rows_not_yet_decoded():
     b["rsum"][:] = 0
     n_seed = rs.block_pass(part, c.ok, sent, t.bin, np.zeros((1, 1)), False, hi, None, b["rsum"], b["rmiss"], b["bs"],
                            b["bc"], b["bm"], b["seeds"], 0, t.mask_ptr, t.mask_cols, t.mask_sparse, 0, 5)[2]
-    state = np.zeros(3, np.int64)
-    assert rs.grow_spots(part, c.ok, sent, t.bin, lo, hi, mu, b["seeds"], n_seed, 1000, b["visited"], b["stack"],
-                         b["out"], state, 10) == 1
-    assert state[1] == 0 and state[2] == 0 and not b["visited"].any()  # nothing kept of the cut component
+
+    def grow(frame, state, row_limit):
+        return rs.grow_spots(frame, sent, t.bin, t.ok_bits, lo, hi, mu, b["seeds"], n_seed, 1000, b["marks"], b["win"],
+                             b["stack"], b["slot"], b["out"], state, row_limit, window)
+
+    state = np.zeros(2, np.int64)
+    b["marks"][:] = 0
+    assert grow(part, state, 10) == 1
+    assert state[1] == 0 and not (b["marks"] & 0xFF00).any()  # nothing taken of the cut component
+    assert not (b["marks"][5:] != 0).any()  # nothing known below the decoded rows
+    assert not b["win"].any()
     part[10:] = full[10:]
-    assert rs.grow_spots(part, c.ok, sent, t.bin, lo, hi, mu, b["seeds"], n_seed, 1000, b["visited"], b["stack"],
-                         b["out"], state, 40) == 0
+    assert grow(part, state, 40) == 0
     resumed = b["out"][:state[1]].copy()
     assert resumed[0, 0] >= 29  # the whole streak, not its first 8 rows
-    rs.clear_marks(b["visited"], b["stack"], state[2])
-    assert not b["visited"].any()
-    at_once = np.zeros(3, np.int64)
-    assert rs.grow_spots(full, c.ok, sent, t.bin, lo, hi, mu, b["seeds"], n_seed, 1000, b["visited"], b["stack"],
-                         b["out"], at_once, 40) == 0
+    at_once = np.zeros(2, np.int64)
+    b["marks"][:] = 0
+    assert grow(full, at_once, 40) == 0
     np.testing.assert_array_equal(resumed, b["out"][:at_once[1]])
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mxcat.live.kernels import SeriesConstants, analyse_frame, make_workspace
 from mxcat.live.kernels import radial_spots as rs
@@ -332,21 +334,90 @@ def test_bad_options_are_refused(bad):
         analyse_frame(np.zeros((8, 8), np.uint16), constants=c, **bad)
 
 
-def test_flood_fill_buffers_too_small_are_grown_and_the_frame_walked_again():
+def test_component_buffers_too_small_are_grown_and_the_frame_walked_again():
     """Stack and spot table start small here (a new workspace starts with 4096 and 256): every
     overflow is retried with a larger buffer and the answer is the reference's."""
-    shape = (64, 70)
+    shape = (64, 150)
     img = make_frame(shape, np.uint32, 9, n_spots=12, sentinel_rows=False)
+    img[50, 10:140] += 900  # wider than the bit window: grown block by block, on the stack
     c = constants(shape, geometry=True)
+    check(img, c)
     ws = make_workspace("radial")
     b = ws.get(shape, rs.BlockTables.of(c).n_bins, img.dtype)
-    b["stack"] = np.empty((2, 10), np.int32)
+    b["stack"] = np.empty((5, 10), np.int32)
     b["out"] = np.zeros((1, 6))
     spots, _, _ = analyse_frame(img, constants=c, workspace=ws)
     assert spots.n >= 5 and ws.b["stack"].shape[1] > 10 and ws.b["out"].shape[0] > 1
     ref = analyse_frame(img, constants=c, workspace=make_workspace("radial"))[0]
     np.testing.assert_array_equal(spots.x, ref.x)
     np.testing.assert_array_equal(spots.n_pixels, ref.n_pixels)
+
+
+def draw_lines(img, lines, value=700):
+    """Add ``value`` along straight lines (row, column, row step, column step, length), clipped to the frame."""
+    ny, nx = img.shape
+    for j0, i0, dj, di, n in lines:
+        for k in range(n):
+            j, i = j0 + k * dj, i0 + k * di
+            if 0 <= j < ny and 0 <= i < nx:
+                img[j, i] += value
+    return img
+
+
+@pytest.mark.parametrize("masked", [0.0, 0.03])
+def test_components_wider_or_taller_than_the_bit_window_match_the_definitions(masked):
+    """The bit window spans 64 rows and 64 columns around the seed block; longer streaks, crossings
+    and components reaching the frame edge are walked block by block, with the same answer."""
+    shape = (100, 170)
+    rng = np.random.default_rng(12)
+    mask = (rng.random(shape) < masked).astype(np.uint8)
+    for geometry in (True, False):
+        c = constants(shape, geometry=geometry, mask=mask)
+        for lines in ([(10, 5, 0, 1, 150)], [(3, 40, 1, 0, 95)], [(0, 0, 1, 1, 99)],
+                      [(60, 0, 0, 1, 40), (20, 39, 1, 0, 41), (20, 39, -1, 1, 25)],  # an L with a spur, from the edge
+                      [(50, 160, 1, 1, 30), (99, 80, 0, 1, 90)],  # at the right and bottom edges
+                      [(30, 80, 0, 1, w) for w in (27, 28, 29)] + [(40, 60 + w, 1, 0, 33) for w in (33, 34, 35)]):
+            img = draw_lines(make_frame(shape, np.uint32, 3, n_spots=5, sentinel_rows=False), lines)
+            spots, _ = check(img, c)
+            assert spots.n_pixels.max() >= 25
+
+
+def components(img, c, *, window, max_spot_size=1000):
+    """The component rows of ``grow_spots`` over the whole frame, sorted."""
+    t = rs.BlockTables.of(c)
+    sent = sentinel_for(img.dtype)
+    mu, sig, _ = rs.background_model(img, c.ok, sent, t, step=2, iterations=2)
+    lo, hi = mu + 3 * sig, mu + 8 * sig
+    b = make_workspace("radial").get(img.shape, t.n_bins, img.dtype)
+    b["seeds"] = np.empty(img.size, np.int64)
+    n_seed = rs.block_pass(img, c.ok, sent, t.bin, np.zeros((1, 1)), False, hi, None, b["rsum"], b["rmiss"], b["bs"],
+                           b["bc"], b["bm"], b["seeds"], 0, t.mask_ptr, t.mask_cols, t.mask_sparse, 0,
+                           t.bin.shape[0])[2]
+    state = np.zeros(2, np.int64)
+    b["stack"] = np.empty((5, img.size + 16), np.int32)
+    b["out"] = np.zeros((img.size, 6))
+    assert rs.grow_spots(img, sent, t.bin, t.ok_bits, lo, hi, mu, b["seeds"], n_seed, max_spot_size, b["marks"],
+                         b["win"], b["stack"], b["slot"], b["out"], state, img.shape[0], window) == 0
+    assert not b["win"].any()
+    out = b["out"][:state[1]]
+    return out[np.lexsort(out.T[::-1])]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ny=st.integers(1, 90), nx=st.integers(1, 140), seed=st.integers(0, 2**16), masked=st.sampled_from([0.0, 0.05]),
+       lines=st.lists(st.tuples(st.integers(-5, 95), st.integers(-5, 145), st.integers(-1, 1), st.integers(-1, 1),
+                                st.integers(1, 90)), max_size=4),
+       max_spot_size=st.sampled_from([1000, 40]))
+def test_fuzz_bit_window_and_block_walk_find_the_same_components(ny, nx, seed, masked, lines, max_spot_size):
+    rng = np.random.default_rng(seed)
+    mask = (rng.random((ny, nx)) < masked).astype(np.uint8)
+    img = draw_lines(rng.poisson(2.0, (ny, nx)).astype(np.uint32), lines, int(rng.integers(20, 900)))
+    c = constants((ny, nx), geometry=False, mask=mask)
+    a = components(img, c, window=True, max_spot_size=max_spot_size)
+    b = components(img, c, window=False, max_spot_size=max_spot_size)
+    assert a.shape == b.shape
+    np.testing.assert_array_equal(a[:, [0, 1, 2, 3, 5]], b[:, [0, 1, 2, 3, 5]])
+    np.testing.assert_allclose(a[:, 4], b[:, 4], rtol=1e-12)  # μ sums: another order of additions
 
 
 def test_default_model_step_keeps_at_least_64_model_rows():

@@ -10,8 +10,9 @@ Four columns give one block row half the scattered profile additions of 2x2 bloc
 dominant cost) and 16 contiguous bytes per row of a 32-bit frame.
 
 Built once per series and kept with the :class:`~.geometry.SeriesConstants`: block bins, mean
-block weights (polarisation/solid angle), the pixels of each bin, and the blocks that hold a
-masked pixel (redone with the mask after a mask-free sweep).
+block weights (polarisation/solid angle), the pixels of each bin, the blocks that hold a
+masked pixel (redone with the mask after a mask-free sweep), and per block the bits of its
+usable pixels (what the component search (:mod:`.components`) reads instead of the pixel mask).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def _valid(v, okp, sentinel):
 
 
 class BlockTables:
-    """Per-series tables of the block analysis: block bins, block weights, pixels per bin, masked blocks."""
+    """Per-series tables of the block analysis: block bins, block weights, pixels per bin, masked blocks,
+    usable-pixel bits per block."""
 
     def __init__(self, constants: SeriesConstants) -> None:
         ny, nx = constants.shape
@@ -63,6 +65,15 @@ class BlockTables:
         self.mask_ptr = np.concatenate([[0], np.cumsum(bad_blocks.sum(axis=1))]).astype(np.int64)
         self.mask_cols = np.nonzero(bad_blocks)[1].astype(np.int64)
         self.mask_sparse = len(self.mask_cols) <= bad_blocks.size // 4
+        # per block, bit 4·r + c: pixel (2·by + r, 4·bx + c) is in the frame and unmasked (None: no mask)
+        self.ok_bits = None
+        if len(self.mask_cols):
+            okp = np.zeros((nby * BLOCK_ROWS, nbx * BLOCK_COLS), np.uint8)
+            okp[:ny, :nx] = constants.ok != 0
+            self.ok_bits = np.zeros((nby, nbx), np.uint8)
+            for r in range(BLOCK_ROWS):
+                for c in range(BLOCK_COLS):
+                    self.ok_bits |= okp[r::BLOCK_ROWS, c::BLOCK_COLS] << np.uint8(BLOCK_COLS * r + c)
 
     @classmethod
     def of(cls, constants: SeriesConstants) -> BlockTables:

@@ -42,14 +42,16 @@ Cost: integer frames are read once on the model rows (per-bin histograms of the 
 and once in full (block sums, counts and maxima; the detector mask is applied by redoing only the
 blocks it touches); per block one add to the profile and one comparison of its maximum with the
 seed threshold of its bin (pixel counts come from per-bin totals minus the masked or invalid
-pixels, which are rare); only seed blocks are looked at pixel by pixel, by flood fill. A frame
+pixels, which are rare); only the blocks around seed blocks are looked at pixel by pixel, when
+the components are joined on per-block bit masks (:mod:`.components`). A frame
 still bitshuffle-LZ4 encoded (what Eiger detectors send) is decoded and analysed a band of rows at
 a time (:func:`analyse_bslz4_radial`), so that each pixel is read while the decoder's output is
 still in cache; decoding whole and then analysing reads the frame back from memory.
 ``tests/live/test_kernels_radial_spots.py`` states every definition again in plain NumPy/Python
 and compares; ``tests/live/test_bslz4_bands.py`` checks the band path against decoding first. The
-per-series block tables live in :mod:`.blocks`, the background model in :mod:`.radial_model`;
-this module holds the sweep, the flood fill and the assembly of the results.
+per-series block tables live in :mod:`.blocks`, the background model in :mod:`.radial_model`,
+the component search in :mod:`.components`; this module holds the sweep and the assembly of the
+results.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ import numpy as np
 
 from .blocks import BlockTables, _valid
 from .bslz4 import DECOMPRESS, decode_rows
+from .components import WIN_ROWS, grow_spots
 from .fused import _tables as ice_tables
 from .geometry import SeriesConstants, sentinel_for, zero_of
 from .radial_model import (
@@ -73,7 +76,7 @@ from .radial_model import (
 
 __all__ = ["BAND_ROWS", "HIST", "MIN_MODEL_PIXELS", "SIGMA_FLOOR", "BlockTables", "RadialWorkspace",
            "analyse_bslz4_radial", "analyse_frame_radial", "auto_model_step", "background_model", "block_pass",
-           "bslz4_pass", "clear_marks", "grow_spots", "ice_rows"]
+           "bslz4_pass", "grow_spots", "ice_rows"]
 
 
 @numba.njit(cache=True, inline="always")
@@ -169,19 +172,25 @@ def _profile_row(br, wr, use_weight, bs, bc, bm, full, thr_hi, rsum, rmiss, out)
     maximum ``bm`` above the seed threshold ``thr_hi`` of the bin) in ``out``. Pixel counts are
     not summed block by block: a block short of its ``full`` pixel count (the pixels it has: 4, 2
     or 1 at odd edges) adds the shortfall to ``rmiss`` of its bin, and the counts are the bins'
-    pixel totals minus those (rare: masked or invalid pixels). Returns the shortfall of the whole
-    row (also outside the profile range) and the number of seed blocks."""
+    pixel totals minus those (rare: masked or invalid pixels; a row without any skips that loop).
+    Returns the shortfall of the whole row (also outside the profile range) and the number of
+    seed blocks. The seed test is a branch: few blocks pass it, and a branch-free store would
+    make each store's address wait for the previous test (20 % slower sweep)."""
+    nbx = br.shape[0]
     missing = 0
-    n = 0
-    for bx in range(br.shape[0]):
-        b = br[bx]
-        d = full[bx] - bc[bx]
-        missing += d
-        if b >= 0:
-            s = float(bs[bx]) * wr[bx] if use_weight else float(bs[bx])
-            rsum[b, bx & 3] += s
-            if d != 0:
+    for bx in range(nbx):
+        missing += full[bx] - bc[bx]
+    if missing != 0:
+        for bx in range(nbx):
+            d = full[bx] - bc[bx]
+            b = br[bx]
+            if d != 0 and b >= 0:
                 rmiss[b] += d
+    n = 0
+    for bx in range(nbx):
+        b = br[bx]
+        if b >= 0:
+            rsum[b, bx & 3] += float(bs[bx]) * wr[bx] if use_weight else float(bs[bx])
             if float(bm[bx]) > thr_hi[b]:
                 out[n] = bx
                 n += 1
@@ -237,149 +246,13 @@ def block_pass(img, ok, sentinel, bbin, bweight, use_weight, thr_hi, saturation,
     return n_missing, n_sat, n_seed
 
 
-@numba.njit(cache=True, inline="always")
-def _strong(vis, v, okp, thr, sentinel):
-    """Unmarked, valid and above ``thr``, without branches. Scalars only: an inlined helper that
-    takes arrays makes numba count references around every call (~3x slower flood fill)."""
-    return (vis == 0) & _valid(v, okp, sentinel) & (float(v) > thr)
-
-
-@numba.njit(cache=True)
-def grow_spots(img, ok, sentinel, bbin, thr_lo, thr_hi, mu, seeds, n_seed, max_spot_size, visited, stack, out,
-               state, row_limit):
-    """Components of strong pixels (8-connected, > ``thr_lo`` of their block bin) that contain a
-    seed pixel, found by flood fill from the seeds of the seed blocks, in seed order. Per
-    component one row of ``out``: pixels, raw sum, value-weighted x and y sums, background sum,
-    peak. ``visited`` (frame shape) marks the pixels taken; ``stack`` (2, n) receives their rows
-    and columns (:func:`clear_marks` clears them after the last call). Components larger than
-    ``max_spot_size`` are walked to their end (so no seed restarts them) and dropped.
-
-    Resumable: ``state`` = [next seed, components so far, marked pixels so far] (zeros to start)
-    is updated; only rows below ``row_limit`` are read, and a component reaching that row is
-    undone and the call returns 1, to be called again once more rows are there. Returns 0 when
-    all ``n_seed`` seeds are done, −1 when ``stack`` is too small, −2 when ``out`` is (clear the
-    marks and start again with a larger one). The buffers are never reallocated here: a
-    reassigned array costs the flood fill ~5x."""
-    ny, nx = img.shape
-    nbx = (nx + 3) // 4
-    imgf = img.reshape(-1)
-    okf = ok.reshape(-1)
-    visf = visited.reshape(-1)
-    binf = bbin.reshape(-1)
-    thr_ext = np.empty(thr_lo.shape[0] + 1)  # thr_ext[bin + 1]: bin −1 (outside the profile) never strong
-    thr_ext[0] = np.inf
-    thr_ext[1:] = thr_lo
-    n_seed = min(n_seed, seeds.shape[0])
-    cap = stack.shape[1]
-    cap_out = out.shape[0]
-    n_out = state[1]
-    n_marked = state[2]
-    full = False
-    out_full = False
-    waiting = False
-    q = state[0]
-    while q < n_seed:
-        if full or waiting:
-            break
-        by = seeds[q] // nbx
-        bx = seeds[q] - by * nbx
-        b = bbin[by, bx]
-        for j in range(2 * by, min(2 * by + 2, ny)):
-            for i in range(4 * bx, min(4 * bx + 4, nx)):
-                if full or not _strong(visited[j, i], img[j, i], ok[j, i], thr_hi[b], sentinel):
-                    continue
-                if n_marked + 9 > cap:
-                    full = True
-                    continue
-                start = n_marked
-                top = n_marked
-                visited[j, i] = 1
-                stack[0, top] = j
-                stack[1, top] = i
-                top += 1
-                k = start
-                while k < top:
-                    if top + 9 > cap:  # room for every neighbour of the next pixel (and one store past them)
-                        full = True
-                        break
-                    pj = np.int64(stack[0, k])
-                    pi = np.int64(stack[1, k])
-                    k += 1
-                    if pj + 1 >= row_limit and pj + 1 < ny:  # the next row is not there yet: undo, wait
-                        waiting = True
-                        break
-                    # the 3x3 pixels around it, tested without branches (flat, unsigned indices: no
-                    # wraparound code; the pixel itself is marked, so never taken)
-                    for jj in range(max(pj - 1, 0), min(pj + 2, ny)):
-                        rp = jj * nx
-                        rb = (jj >> 1) * nbx
-                        for ii in range(max(pi - 1, 0), min(pi + 2, nx)):
-                            u = np.uintp(rp + ii)
-                            vis = visf[u]
-                            take = _strong(vis, imgf[u], okf[u], thr_ext[np.uintp(binf[np.uintp(rb + (ii >> 2))] + 1)],
-                                           sentinel)
-                            visf[u] = vis | np.uint8(take)
-                            stack[0, np.uintp(top)] = jj
-                            stack[1, np.uintp(top)] = ii
-                            top += np.int64(take)
-                if waiting:
-                    for t in range(start, top):
-                        visited[stack[0, t], stack[1, t]] = 0
-                    break
-                n_marked = top
-                npx = top - start
-                if full or npx > max_spot_size:
-                    continue
-                if n_out == cap_out:
-                    full = True
-                    out_full = True
-                    continue
-                s = 0.0
-                sx = 0.0
-                sy = 0.0
-                sb = 0.0
-                peak = 0.0
-                for t in range(start, top):
-                    pj = stack[0, t]
-                    pi = stack[1, t]
-                    f = float(img[pj, pi])
-                    s += f
-                    sx += f * (pi + 0.5)
-                    sy += f * (pj + 0.5)
-                    sb += mu[bbin[pj >> 1, pi >> 2]]
-                    peak = max(peak, f)
-                out[n_out, 0] = npx
-                out[n_out, 1] = s
-                out[n_out, 2] = sx
-                out[n_out, 3] = sy
-                out[n_out, 4] = sb
-                out[n_out, 5] = peak
-                n_out += 1
-            if waiting:
-                break
-        if not waiting and not full:
-            q += 1
-    state[0] = q
-    state[1] = n_out
-    state[2] = n_marked
-    if full:
-        return -2 if out_full else -1
-    return 1 if waiting else 0
-
-
-@numba.njit(cache=True)
-def clear_marks(visited, stack, n_marked):
-    """Zero the ``visited`` marks of the first ``n_marked`` pixels in ``stack``."""
-    for t in range(n_marked):
-        visited[stack[0, t], stack[1, t]] = 0
-
-
 class RadialWorkspace:
     """Reusable per-worker buffers for :func:`analyse_frame_radial` (sized on first use; not thread-safe).
-    Holds one byte per pixel (the flood-fill marks), a few block rows and per-bin arrays, and the
-    flood-fill stack and spot table, which grow to the largest frame seen (8 bytes per strong pixel
-    of a seeded component; a very noisy frame can make that a sizeable fraction of the frame) and
-    are released when the frame shape changes."""
+    Holds a word per 2x4-pixel block (the component marks, :mod:`.components`), an int32 per block
+    for components too wide for the bit window (its pages are touched only when one is seen), a
+    few block rows and per-bin arrays, and the wide-component stack and spot table, which grow to
+    the largest frame seen (20 bytes per block of a wide component) and are released when the
+    frame shape changes."""
 
     def __init__(self) -> None:
         self._key = None
@@ -394,7 +267,9 @@ class RadialWorkspace:
             self.b = dict(rsum=np.zeros((n_bins, 4)), rmiss=np.zeros(n_bins, np.int64),
                           bs=np.zeros(nbx, np.int64 if np.issubdtype(dtype, np.integer) else np.float64),
                           bc=np.empty(nbx, np.int32), bm=np.empty(nbx, dtype), seeds=np.empty(1024, np.int64),
-                          visited=np.zeros(shape, np.uint8), stack=np.empty((2, 4096), np.int32), out=np.zeros((256, 6)))
+                          marks=np.zeros(((ny + 1) // 2, nbx), np.uint32), win=np.zeros((3, WIN_ROWS), np.uint64),
+                          slot=np.empty(((ny + 1) // 2) * nbx, np.int32), stack=np.empty((5, 4096), np.int32),
+                          out=np.zeros((256, 6)))
             self._key = key
         return self.b
 
@@ -415,7 +290,7 @@ def analyse_frame_radial(frame: np.ndarray, *, constants: SeriesConstants, works
     (definitions in the module docstring)."""
     model_step = _check(frame.shape, constants, snr_seed, snr_grow, min_spot_size, max_spot_size, model_step,
                         clip_iterations)
-    frame = np.ascontiguousarray(frame)  # the flood fill reads it as flat rows (a copy only for strided views)
+    frame = np.ascontiguousarray(frame)  # the component search reads it as flat rows (a copy only for strided views)
     ws = workspace if workspace is not None else RadialWorkspace()
     t = BlockTables.of(constants)
     b = ws.get(frame.shape, t.n_bins, frame.dtype)
@@ -441,7 +316,7 @@ def analyse_bslz4_radial(encoded, *, constants: SeriesConstants, workspace: Radi
     (:class:`mxcat.live.sources.decode.Bslz4Frame`: ``body``, ``offsets``, ``block_elems``,
     ``dtype``, ``shape``, ``decode()``), decoding it (into ``out`` when given, e.g. the workspace's
     :meth:`~RadialWorkspace.frame_buffer`) a band of ``BAND_ROWS`` rows at a time
-    (:mod:`.bslz4`): first the model rows, then per band the sweep and the flood fill of the seeds
+    (:mod:`.bslz4`): first the model rows, then per band the sweep and the component search of the seeds
     whose components lie in the rows decoded so far, all while the band is in cache. Returns
     ``(frame, SpotList, FrameStats, RadialProfile)``, the same answer as decoding first; a frame
     the band path does not serve (not integer, no whole block, more large model values than the
@@ -471,20 +346,19 @@ def analyse_bslz4_radial(encoded, *, constants: SeriesConstants, workspace: Radi
     sent = sentinel_for(dtype) if sentinel is None else dtype.type(sentinel)
     sat, count_sat = _native_saturation(saturation_value, dtype)
     use_w = t.weight is not None
-    state = np.zeros(3, np.int64)
+    state = np.zeros(2, np.int64)
     done = np.zeros(len(encoded.offsets) - 1, np.bool_)
     status, n_missing, n_sat, n_seed, grown, mu, sig, background = bslz4_pass(
         DECOMPRESS, encoded.body, encoded.offsets, int(encoded.block_elems), frame, constants.ok, sent, t.bin,
         t.weight if use_w else np.zeros((1, 1)), use_w, sat if count_sat else None, model_step, int(clip_iterations),
         float(snr_seed), float(snr_grow), int(max_spot_size), BAND_ROWS, hist, big_b, big_v, b["rsum"],
-        b["rmiss"], b["bs"], b["bc"], b["bm"], b["seeds"], t.mask_ptr, t.mask_cols, t.mask_sparse, b["visited"],
-        b["stack"], b["out"], state, done)
-    clear_marks(b["visited"], b["stack"], state[2])  # the components are in b["out"] (state[1] of them)
+        b["rmiss"], b["bs"], b["bc"], b["bm"], b["seeds"], t.mask_ptr, t.mask_cols, t.mask_sparse, t.ok_bits,
+        b["marks"], b["win"], b["stack"], b["slot"], b["out"], state, done)
     if status == -1:
         raise ValueError(f"bitshuffle-LZ4 decompression failed (error {n_missing})")
     if status == -2:  # the histogram model could not hold the large values: the frame is decoded, redo it whole
         return (frame, *analyse_frame_radial(frame, constants=constants, workspace=ws, **opts))
-    n_comp = int(state[1])
+    n_comp = int(state[1])  # the components are in b["out"]
     if grown != 0 or n_seed > len(b["seeds"]):  # a buffer was too small: sweep and grow again, the frame is decoded
         n_missing, n_sat, n_comp = _sweep_and_grow(frame, constants, t, b, sent, sat if count_sat else None, mu,
                                                    mu + snr_grow * sig, mu + snr_seed * sig, max_spot_size)
@@ -495,9 +369,9 @@ def analyse_bslz4_radial(encoded, *, constants: SeriesConstants, workspace: Radi
 @numba.njit(cache=True)
 def bslz4_pass(fn, body, offs, block_elems, frame, ok, sentinel, bbin, bweight, use_weight, saturation, step, iterations,
                snr_seed, snr_grow, max_spot_size, band_rows, hist, big_b, big_v, rsum, rmiss, bs, bc, bm, seeds,
-               mask_ptr, mask_cols, mask_sparse, visited, stack, out, state, done):
+               mask_ptr, mask_cols, mask_sparse, ok_bits, marks, win, stack, slot, out, state, done):
     """Decode and analyse a band at a time (see :func:`analyse_bslz4_radial`). Returns (status,
-    masked or invalid pixels, saturated pixels, seed blocks, flood-fill status of
+    masked or invalid pixels, saturated pixels, seed blocks, component-search status of
     :func:`grow_spots`, μ, σ_e, background); status 0, −1 when a block does not decode (the
     bitshuffle error code then in place of the pixel count), −2 when the model's large values
     overflow. The frame is whole on every return but the first kind."""
@@ -538,8 +412,9 @@ def bslz4_pass(fn, body, offs, block_elems, frame, ok, sentinel, bbin, bweight, 
         if n_seed > seeds.shape[0]:
             grown = -3  # seeds lost: the caller sweeps again with a larger list
         if grown >= 0:
-            grown = grow_spots(frame, ok, sentinel, bbin, thr_lo, thr_hi, mu, seeds, n_seed, max_spot_size, visited,
-                               stack, out, state, r1)
+            marks[by0:by1] = 0  # the band's blocks: nothing known, nothing taken (no earlier call read them)
+            grown = grow_spots(frame, sentinel, bbin, ok_bits, thr_lo, thr_hi, mu, seeds, n_seed, max_spot_size, marks,
+                               win, stack, slot, out, state, r1)
     return 0, n_missing, n_sat, n_seed, grown, mu, sig, background
 
 
@@ -558,7 +433,7 @@ def _check(shape, constants, snr_seed, snr_grow, min_spot_size, max_spot_size, m
 
 
 def _sweep_and_grow(frame, constants, t, b, sent, saturation, mu, thr_lo, thr_hi, max_spot_size):
-    """Sweep and flood fill of a whole decoded frame, growing the buffers until they hold the
+    """Sweep and component search of a whole decoded frame, growing the buffers until they hold the
     answer: (masked or invalid pixels, saturated pixels, components in ``b["out"]``)."""
     use_w = t.weight is not None
     bw = t.weight if use_w else np.zeros((1, 1))
@@ -573,21 +448,21 @@ def _sweep_and_grow(frame, constants, t, b, sent, saturation, mu, thr_lo, thr_hi
             break
         b["seeds"] = np.empty(2 * n_seed, np.int64)  # rare: more seed blocks than ever before
     while True:
-        state = np.zeros(3, np.int64)
-        r = grow_spots(frame, constants.ok, sent, t.bin, thr_lo, thr_hi, mu, b["seeds"], n_seed, int(max_spot_size),
-                       b["visited"], b["stack"], b["out"], state, ny)
-        clear_marks(b["visited"], b["stack"], state[2])
+        state = np.zeros(2, np.int64)
+        b["marks"][:] = 0
+        r = grow_spots(frame, sent, t.bin, t.ok_bits, thr_lo, thr_hi, mu, b["seeds"], n_seed, int(max_spot_size),
+                       b["marks"], b["win"], b["stack"], b["slot"], b["out"], state, ny)
         if r == 0:
             return n_missing, n_sat, int(state[1])
         if r == -1:
-            b["stack"] = np.empty((2, 2 * b["stack"].shape[1]), np.int32)
+            b["stack"] = np.empty((5, 2 * b["stack"].shape[1]), np.int32)
         else:
             b["out"] = np.zeros((2 * b["out"].shape[0], 6))
 
 
 def _results(frame, constants, t, b, sent, model_step, n_missing, n_sat, n_comp, min_spot_size, background,
              hit_min_spots):
-    """Spot list, statistics and profile from the sweep and flood-fill results in ``b``."""
+    """Spot list, statistics and profile from the sweep and component-search results in ``b``."""
     from .radial import RadialProfile
     from .spots import SpotList
     from .stats import finish_statistics
