@@ -14,10 +14,11 @@ How it is computed:
   mask), so the per-pixel mask is not read here.
 * **A component grows in a 64x64-pixel window** around its seed block, one 64-bit word per row.
   This is binary reconstruction by iterated conditional dilation (Vincent (1993), IEEE Trans.
-  Image Process. 2, 176-201): each sweep over the rows ORs a row with its neighbours, shifts it
-  by one column both ways and ANDs the result with the strong bits. It stops when a sweep changes
-  nothing, after about as many sweeps as the component is wide. Each sweep costs a few word
-  operations per row, where a pixel flood fill tests nine neighbours per pixel.
+  Image Process. 2, 176-201), done on a worklist of rows: a row is ORed with the rows above and
+  below, shifted by one column both ways and ANDed with the strong bits, again until it stays
+  (its own horizontal closure); when it changed, the rows above and below are done again. It
+  stops when no row is left to do, after about two passes per row of the component, each a few
+  word operations, where a pixel flood fill tests nine neighbours per pixel.
 * **Components that reach the window's edge** (more than ~28 pixels from their seed block) are
   grown again by a breadth-first walk over blocks (:func:`_grow_wide`), which has no size limit.
   It dilates a block's new pixels into its 8 neighbour blocks with the same bit operations.
