@@ -40,7 +40,8 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 KNOWN = 1 << 16
 """Bit of a ``marks`` word: the block's strong bits (0-7) are computed."""
 WIN_ROWS = 64
-"""Rows of the window; rows 0 and 63 stay empty (a component reaching them is grown wide)."""
+"""Rows of the window; a component that reaches row 1 or 62 (or column 0 or 63) is grown wide, so
+rows 0 and 63 stay empty."""
 WIN_ROW0 = 30
 """Window row of the seed block's first row (even: window block rows are frame block rows)."""
 WIN_COL0 = 28
