@@ -151,6 +151,19 @@ def test_fuzz_bands_equal_decoding_first(ny, nx, band, seed, block, geometry):
     same(img, constants((ny, nx), geometry=geometry), block_bytes=block * 2, band_rows=band)
 
 
+def test_a_workspace_serves_frame_after_frame():
+    """The component marks of one frame (strong bits known, pixels taken) never reach the next:
+    the band path starts each band afresh, whatever the frame before left."""
+    shape = (64, 150)
+    c = constants(shape, geometry=True)
+    first = make_frame(shape, np.uint32, 9, n_spots=12, sentinel_rows=False)
+    first[50, 10:140] += 900  # a wide component too
+    ws = rs.RadialWorkspace()
+    for frame in (first, first, np.roll(first, 3, axis=1), first):
+        got = same(frame, c, ws=ws, band_rows=8)
+        assert got[0].n >= 5
+
+
 @pytest.mark.parametrize("window", [True, False])
 def test_component_search_waits_for_rows_not_yet_decoded(window):
     """The resumable component search reads no row at or below ``row_limit``: a component reaching it is

@@ -37,6 +37,8 @@ import numba
 import numpy as np
 from numba.cpython.unsafe.numbers import trailing_zeros
 
+from .blocks import _valid
+
 KNOWN = 1 << 16
 """Bit of a ``marks`` word: the block's strong bits (0-7) are computed."""
 WIN_ROWS = 64
@@ -56,9 +58,10 @@ _GROWN, _WAITING, _OUTSIDE, _NO_ROOM, _OUT_FULL = 0, 1, 2, 3, 4
 
 @numba.njit(cache=True, inline="always")
 def _above(v, thr, sentinel):
-    """1 when ``v`` is valid (not the sentinel, not negative, finite) and above ``thr``, else 0.
-    Scalars only: an inlined helper that takes arrays makes numba count references around each call."""
-    return np.int64((v != sentinel) & (v >= 0) & ((v - v) == 0) & (float(v) > thr))
+    """1 when ``v`` is valid (:func:`.blocks._valid`; the mask is applied per block) and above
+    ``thr``, else 0. Scalars only: an inlined helper that takes arrays makes numba count
+    references around each call."""
+    return np.int64(_valid(v, 1, sentinel) & (float(v) > thr))
 
 
 @numba.njit(cache=True, inline="always")
@@ -267,7 +270,7 @@ def grow_spots(img, sentinel, bbin, ok_bits, thr_lo, thr_hi, mu, seeds, n_seed, 
                         if 0 <= tby < nby and 0 <= tbx < nbx:
                             tt = tby * nbx + tbx
                             mm = np.int64(mf[tt])
-                            if mm & KNOWN == 0:
+                            if mm & KNOWN == 0:  # _marks_of written out: the call costs ~20 % here
                                 tb = bbin[tby, tbx]
                                 th = thr_lo[tb] if tb >= 0 else np.inf
                                 if 2 * tby + 1 < ny and 4 * tbx + 3 < nx:  # a whole block, inline
