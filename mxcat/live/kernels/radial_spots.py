@@ -348,12 +348,13 @@ def analyse_bslz4_radial(encoded, *, constants: SeriesConstants, workspace: Radi
     use_w = t.weight is not None
     state = np.zeros(2, np.int64)
     done = np.zeros(len(encoded.offsets) - 1, np.bool_)
-    status, n_missing, n_sat, n_seed, grown, mu, sig, background = bslz4_pass(
+    _, _, n_rings, irun = ice_tables(constants)
+    status, n_missing, n_sat, n_seed, grown, mu, sig, background, band, nbr = bslz4_pass(
         DECOMPRESS, encoded.body, encoded.offsets, int(encoded.block_elems), frame, constants.ok, sent, t.bin,
         t.weight if use_w else np.zeros((1, 1)), use_w, sat if count_sat else None, model_step, int(clip_iterations),
         float(snr_seed), float(snr_grow), int(max_spot_size), BAND_ROWS, hist, big_b, big_v, b["rsum"],
         b["rmiss"], b["bs"], b["bc"], b["bm"], b["seeds"], t.mask_ptr, t.mask_cols, t.mask_sparse, t.ok_bits,
-        b["marks"], b["win"], b["stack"], b["slot"], b["out"], state, done)
+        b["marks"], b["win"], b["stack"], b["slot"], b["out"], state, done, irun, n_rings)
     if status == -1:
         raise ValueError(f"bitshuffle-LZ4 decompression failed (error {n_missing})")
     if status == -2:  # the histogram model could not hold the large values: the frame is decoded, redo it whole
@@ -363,30 +364,34 @@ def analyse_bslz4_radial(encoded, *, constants: SeriesConstants, workspace: Radi
         n_missing, n_sat, n_comp = _sweep_and_grow(frame, constants, t, b, sent, sat if count_sat else None, mu,
                                                    mu + snr_grow * sig, mu + snr_seed * sig, max_spot_size)
     return (frame, *_results(frame, constants, t, b, sent, model_step, n_missing, n_sat if count_sat else 0, n_comp,
-                             min_spot_size, background, hit_min_spots))
+                             min_spot_size, background, hit_min_spots, (band, nbr)))
 
 
 @numba.njit(cache=True)
 def bslz4_pass(fn, body, offs, block_elems, frame, ok, sentinel, bbin, bweight, use_weight, saturation, step, iterations,
                snr_seed, snr_grow, max_spot_size, band_rows, hist, big_b, big_v, rsum, rmiss, bs, bc, bm, seeds,
-               mask_ptr, mask_cols, mask_sparse, ok_bits, marks, win, stack, slot, out, state, done):
+               mask_ptr, mask_cols, mask_sparse, ok_bits, marks, win, stack, slot, out, state, done, irun, n_rings):
     """Decode and analyse a band at a time (see :func:`analyse_bslz4_radial`). Returns (status,
     masked or invalid pixels, saturated pixels, seed blocks, component-search status of
-    :func:`grow_spots`, μ, σ_e, background); status 0, −1 when a block does not decode (the
+    :func:`grow_spots`, μ, σ_e, background, and the ice-ring sums of :func:`ice_rows`, taken
+    while the model rows are in cache); status 0, −1 when a block does not decode (the
     bitshuffle error code then in place of the pixel count), −2 when the model's large values
     overflow. The frame is whole on every return but the first kind."""
     ny, nx = frame.shape
     nb = bbin.shape[0]
     mu = np.zeros(1)
     sig = np.zeros(1)
+    ice_b = np.zeros((1, 3))
+    ice_n = np.zeros((1, 3))
     for j in range(0, ny, step):
         err = decode_rows(fn, body, offs, frame, j, j + 1, block_elems, done)
         if err < 0:
-            return -1, err, 0, 0, 0, mu, sig, 0.0
+            return -1, err, 0, 0, 0, mu, sig, 0.0, ice_b, ice_n
     n_big, width = model_histogram(frame, ok, sentinel, bbin, step, hist, big_b, big_v)
     if n_big < 0:
         err = decode_rows(fn, body, offs, frame, 0, ny, block_elems, done)
-        return (-1 if err < 0 else -2), err, 0, 0, 0, mu, sig, 0.0
+        return (-1 if err < 0 else -2), err, 0, 0, 0, mu, sig, 0.0, ice_b, ice_n
+    ice_b, ice_n = ice_rows(frame, ok, sentinel, step, irun, n_rings)
     mu, sig, background = _histogram_model(hist, width, big_b, big_v, n_big, iterations, SIGMA_FLOOR,
                                             float(MIN_MODEL_PIXELS))
     thr_lo = mu + snr_grow * sig
@@ -404,7 +409,7 @@ def bslz4_pass(fn, body, offs, block_elems, frame, ok, sentinel, bbin, bweight, 
         r1 = min(2 * by1, ny)
         err = decode_rows(fn, body, offs, frame, 2 * by0, r1, block_elems, done)
         if err < 0:
-            return -1, err, 0, 0, 0, mu, sig, 0.0
+            return -1, err, 0, 0, 0, mu, sig, 0.0, ice_b, ice_n
         miss, sat, n_seed = block_pass(frame, ok, sentinel, bbin, bweight, use_weight, thr_hi, saturation, rsum, rmiss,
                                        bs, bc, bm, seeds, n_seed, mask_ptr, mask_cols, mask_sparse, by0, by1)
         n_missing += miss
@@ -415,7 +420,7 @@ def bslz4_pass(fn, body, offs, block_elems, frame, ok, sentinel, bbin, bweight, 
             marks[by0:by1] = 0  # the band's blocks: nothing known, nothing taken (no earlier call read them)
             grown = grow_spots(frame, sentinel, bbin, ok_bits, thr_lo, thr_hi, mu, seeds, n_seed, max_spot_size, marks,
                                win, stack, slot, out, state, r1)
-    return 0, n_missing, n_sat, n_seed, grown, mu, sig, background
+    return 0, n_missing, n_sat, n_seed, grown, mu, sig, background, ice_b, ice_n
 
 
 def _check(shape, constants, snr_seed, snr_grow, min_spot_size, max_spot_size, model_step, clip_iterations) -> int:
@@ -461,31 +466,64 @@ def _sweep_and_grow(frame, constants, t, b, sent, saturation, mu, thr_lo, thr_hi
 
 
 def _results(frame, constants, t, b, sent, model_step, n_missing, n_sat, n_comp, min_spot_size, background,
-             hit_min_spots):
-    """Spot list, statistics and profile from the sweep and component-search results in ``b``."""
+             hit_min_spots, ice=None):
+    """Spot list, statistics and profile from the sweep and component-search results in ``b``;
+    ``ice`` the result of :func:`ice_rows` when the caller has it."""
     from .radial import RadialProfile
     from .spots import SpotList
     from .stats import finish_statistics
 
-    o = b["out"][:n_comp]
-    o = o[o[:, 0] >= min_spot_size]
-    npx, s, sx, sy, sb, peak = (o[:, k] for k in range(6))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        x = np.where(s > 0, sx / s, np.nan)
-        y = np.where(s > 0, sy / s, np.nan)
-        net = s - sb
-        snr = np.where(s > 0, net / np.sqrt(s), 0.0)
-    spots = SpotList(x=x, y=y, intensity=s, intensity_net=net, background=sb / np.maximum(npx, 1),
-                     n_pixels=npx.astype(np.int32), peak=peak, snr=snr, dstar2=constants.spot_dstar2(x=x, y=y),
-                     n_strong_pixels=int(npx.sum()))
+    x, y, s, net, bg, npx, peak, snr, n_strong = spot_table(b["out"], n_comp, min_spot_size)
+    spots = SpotList(x=x, y=y, intensity=s, intensity_net=net, background=bg, n_pixels=npx, peak=peak, snr=snr,
+                     dstar2=constants.spot_dstar2(x=x, y=y), n_strong_pixels=n_strong)
     rsum = b["rsum"].sum(axis=1)
     rcnt = t.pixels - b["rmiss"]
-    _, _, n_rings, irun = ice_tables(constants)
-    band, nbr = ice_rows(frame, constants.ok, sent, model_step, irun, n_rings)
+    if ice is None:
+        _, _, n_rings, irun = ice_tables(constants)
+        ice = ice_rows(frame, constants.ok, sent, model_step, irun, n_rings)
+    band, nbr = ice
     stats = finish_statistics(spots=spots, constants=constants, n_valid=frame.size - int(n_missing), n_sat=int(n_sat),
                               band=band, nbr=nbr, sample=None, background=background, hit_min_spots=hit_min_spots)
     prof = RadialProfile(axis=constants.radial_axis, edges=constants.radial_edges, sums=rsum, n_pixels=rcnt)
     return spots, stats, prof
+
+
+@numba.njit(cache=True)
+def spot_table(out, n_comp, min_spot_size):
+    """The spot columns of the component rows ``out[:n_comp]`` (see :func:`.components.grow_spots`)
+    with at least ``min_spot_size`` pixels: x, y (value-weighted centroid; NaN for a zero sum),
+    intensity, net intensity, mean background, pixels (int32), peak, SNR (0 for a zero sum), and
+    the pixels of those spots in all."""
+    n = 0
+    for k in range(n_comp):
+        if out[k, 0] >= min_spot_size:
+            n += 1
+    x = np.empty(n)
+    y = np.empty(n)
+    s = np.empty(n)
+    net = np.empty(n)
+    bg = np.empty(n)
+    npx = np.empty(n, np.int32)
+    peak = np.empty(n)
+    snr = np.empty(n)
+    q = 0
+    n_strong = 0
+    for k in range(n_comp):
+        p = out[k, 0]
+        if p < min_spot_size:
+            continue
+        sk = out[k, 1]
+        x[q] = out[k, 2] / sk if sk > 0 else np.nan
+        y[q] = out[k, 3] / sk if sk > 0 else np.nan
+        s[q] = sk
+        net[q] = sk - out[k, 4]
+        snr[q] = net[q] / np.sqrt(sk) if sk > 0 else 0.0
+        bg[q] = out[k, 4] / max(p, 1.0)
+        npx[q] = np.int32(p)
+        peak[q] = out[k, 5]
+        n_strong += np.int64(p)
+        q += 1
+    return x, y, s, net, bg, npx, peak, snr, n_strong
 
 
 def auto_model_step(ny: int) -> int:
