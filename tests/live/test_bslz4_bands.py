@@ -7,13 +7,14 @@ band edges and components taller than the rows decoded so far must wait, not be 
 
 from __future__ import annotations
 
+import lz4.block
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mxcat.live.kernels import radial_spots as rs
-from mxcat.live.kernels.bslz4 import DECOMPRESS, block_offsets, decode_rows
+from mxcat.live.kernels.bslz4 import DECOMPRESS, WRONG_SIZE, block_offsets, decode_blocks, decode_rows
 from mxcat.live.sources.decode import DecodeError, encode_bslz4, prepare_bslz4
 
 from .test_kernels_radial_spots import constants, make_frame
@@ -75,6 +76,24 @@ def test_decode_rows_in_any_order_and_the_verbatim_tail():
     done = np.zeros(len(offs) - 1, np.bool_)
     assert decode_rows(DECOMPRESS, body, offs, out, 8, 9, 8, done) == 0
     np.testing.assert_array_equal(out[8], img[8])
+
+
+def test_many_blocks_in_one_call_and_a_block_of_the_wrong_size():
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 2**20, (64, 70)).astype(np.uint32)  # 3 blocks of 8 kB (one scratch buffer for all)
+    body = np.frombuffer(encode_bslz4(img)[12:], np.uint8)
+    offs, bad = block_offsets(body, img.size, 4, 2048)
+    assert bad == -1 and len(offs) == 4
+    out = np.zeros(img.size, np.uint32)
+    assert decode_blocks(DECOMPRESS, body, offs, out, 0, 3, 2048, np.zeros(3, np.bool_)) == 0
+    np.testing.assert_array_equal(out.reshape(img.shape), img)
+    # block 1 replaced by valid LZ4 data 8 bytes short of the block, its length field set to match
+    short = lz4.block.compress(bytes(8192 - 8), store_size=False)
+    k0, k1 = int(offs[1]), int(offs[2])
+    blob = np.concatenate([body[:k0], np.frombuffer(len(short).to_bytes(4, "big") + short, np.uint8), body[k1:]])
+    offs, bad = block_offsets(blob, img.size, 4, 2048)
+    assert bad == -1  # the framing holds
+    assert decode_blocks(DECOMPRESS, blob, offs, out, 0, 3, 2048, np.zeros(3, np.bool_)) == WRONG_SIZE
 
 
 def test_a_component_taller_than_the_bands_waits_for_its_rows():
