@@ -34,7 +34,7 @@ def same(frame, c, *, block_bytes=8192, band_rows=4, ws=None, **kw):
         np.testing.assert_array_equal(getattr(got[0], f), getattr(ref[0], f), err_msg=f)
     np.testing.assert_array_equal(got[2].sums, ref[2].sums)
     np.testing.assert_array_equal(got[2].n_pixels, ref[2].n_pixels)
-    for f in ("n_valid_pixels", "background", "saturated_fraction", "n_spots_total", "estimated_d_min"):
+    for f in ("n_valid_pixels", "background", "saturated_fraction", "n_spots_total", "estimated_d_min", "ice_ring_score"):
         a, b = getattr(got[1], f), getattr(ref[1], f)
         assert a == b or (a != a and b != b), f
     return got
@@ -259,3 +259,19 @@ def test_a_wrong_output_buffer_is_refused_and_the_kept_one_survives_a_new_series
     ws.get((8, 8), 4, np.dtype(np.uint32))  # another series re-keys the workspace's buffers
     assert ws.frame_buffer(shape, img.dtype) is kept
     assert ws.frame_buffer((8, 8), img.dtype) is not kept
+
+
+def test_ice_ring_scores_of_the_band_pass_equal_decoding_first():
+    """The band pass takes the ice-ring sums of the model rows while they are in cache."""
+    from mxcat.live.kernels.geometry import SeriesConstants
+
+    c = SeriesConstants.build(shape=(512, 512), beam_centre_x=256, beam_centre_y=256, pixel_size_x=172e-6,
+                              pixel_size_y=172e-6, distance=0.08, wavelength=1.0)
+    rng = np.random.default_rng(5)
+    frame = rng.poisson(10.0, c.shape).astype(np.uint32)
+    band = c.ice_band == 4
+    frame[band] += rng.poisson(15.0, band.sum()).astype(np.uint32)
+    got = same(frame, c, band_rows=32)
+    ref = rs.analyse_frame_radial(frame, constants=c)
+    assert got[1].ice_ring_score > 2.0
+    np.testing.assert_array_equal(got[1].ice_ring_scores, ref[1].ice_ring_scores)

@@ -470,3 +470,23 @@ def test_ice_ring_scores_of_the_radial_method():
     assert iced.ice_ring_score > 2.0 and int(np.argmax(iced.ice_ring_scores)) == 3
     every_pixel = analyse_frame(frame, constants=c, method="dispersion")[1]  # same definition on all rows
     assert iced.ice_ring_score == pytest.approx(every_pixel.ice_ring_score, abs=0.5)
+
+
+def test_spot_table_follows_the_definitions():
+    """The spot columns from component rows (pixels, sum, x sum, y sum, background sum, peak):
+    sizes below the minimum dropped, centroid and SNR of a zero sum NaN and 0."""
+    out = np.array([[3, 30.0, 45.0, 60.0, 6.0, 12.0],
+                    [2, 50.0, 10.0, 10.0, 1.0, 30.0],  # too small
+                    [4, 0.0, 0.0, 0.0, 2.0, 0.0],  # a zero sum
+                    [5, 100.0, 250.0, 50.0, 20.0, 40.0],
+                    [9, 1.0, 1.0, 1.0, 1.0, 1.0]])  # beyond n_comp
+    x, y, s, net, bg, npx, peak, snr, n_strong = rs.spot_table(out, 4, 3)
+    np.testing.assert_array_equal(npx, [3, 4, 5])
+    assert npx.dtype == np.int32 and n_strong == 12
+    np.testing.assert_array_equal(x, [1.5, np.nan, 2.5])
+    np.testing.assert_array_equal(y, [2.0, np.nan, 0.5])
+    np.testing.assert_array_equal(net, [24.0, -2.0, 80.0])
+    np.testing.assert_array_equal(bg, [2.0, 0.5, 4.0])
+    np.testing.assert_array_equal(snr, [24.0 / np.sqrt(30.0), 0.0, 8.0])
+    np.testing.assert_array_equal(peak, [12.0, 0.0, 40.0])
+    np.testing.assert_array_equal(s, [30.0, 0.0, 100.0])
