@@ -35,7 +35,7 @@ every worker would compile them again)."""
 WRONG_SIZE = -91
 """Error code of a block that decodes to another size than the framing says (bitshuffle's code)."""
 
-__all__ = ["DECOMPRESS", "block_offsets", "decode_blocks", "decode_rows"]
+__all__ = ["DECOMPRESS", "WRONG_SIZE", "block_offsets", "decode_blocks", "decode_rows"]
 
 
 def _at(context, builder, aty, arr, offset):
@@ -134,11 +134,8 @@ def decode_blocks(fn, body, offs, flat, k0, k1, block_elems, done):
         if r < 0:
             return r
         if k == nb - 1:  # the n % 8 elements after the last block, verbatim
-            fb = flat.view(np.uint8)
-            t0 = offs[nb]
-            d0 = (e0 + n) * elem
-            for i in range((n_elem - e0 - n) * elem):
-                fb[d0 + i] = body[t0 + i]
+            m = (n_elem - e0 - n) * elem
+            flat.view(np.uint8)[(e0 + n) * elem:(e0 + n) * elem + m] = body[offs[nb]:offs[nb] + m]
     return 0
 
 

@@ -76,7 +76,7 @@ from .radial_model import (
 
 __all__ = ["BAND_ROWS", "HIST", "MIN_MODEL_PIXELS", "SIGMA_FLOOR", "BlockTables", "RadialWorkspace",
            "analyse_bslz4_radial", "analyse_frame_radial", "auto_model_step", "background_model", "block_pass",
-           "bslz4_pass", "grow_spots", "ice_rows"]
+           "bslz4_pass", "grow_spots", "ice_rows", "spot_table"]
 
 
 @numba.njit(cache=True, inline="always")
